@@ -1,0 +1,61 @@
+"""Example deployments: the quickstart linear model and an ensemble that averages two models."""
+
+from __future__ import annotations
+
+import asyncio
+
+from replicas.handle import get_handle
+
+__all__ = ["Linear", "Ensemble", "Flaky", "Slow"]
+
+# The quickstart's fixed weights: y = w . x
+WEIGHTS = tuple(round(0.1 * (i + 1) * (-1) ** i, 2) for i in range(16))
+
+
+class Linear:
+    """A fixed 16-weight dot product. `scale` and `bias` let two versions differ."""
+
+    def __init__(self, scale: float = 1.0, bias: float = 0.0) -> None:
+        self.weights = tuple(w * scale for w in WEIGHTS)
+        self.bias = bias
+
+    def __call__(self, payload):
+        if not isinstance(payload, dict) or "x" not in payload:
+            raise ValueError('expected {"x": [16 floats]}')
+        x = payload["x"]
+        if not isinstance(x, list) or len(x) != len(self.weights):
+            raise ValueError(f"x must be a list of {len(self.weights)} numbers")
+        total = self.bias
+        for w, v in zip(self.weights, x):
+            total += w * v
+        return {"y": total}
+
+
+class Ensemble:
+    """Calls each member deployment (through the same routing as the gateway) and averages their `y`."""
+
+    def __init__(self, members: list[str]) -> None:
+        self.handles = [get_handle(name) for name in members]
+
+    async def __call__(self, payload):
+        answers = await asyncio.gather(*(handle.call(payload) for handle in self.handles))
+        return {"y": sum(a["y"] for a in answers) / len(answers), "members": [a["y"] for a in answers]}
+
+
+class Flaky:
+    """Raises on request when asked to (for error-path tests and demos)."""
+
+    def __call__(self, payload):
+        if isinstance(payload, dict) and payload.get("fail"):
+            raise RuntimeError("asked to fail")
+        return {"ok": True}
+
+
+class Slow:
+    """Sleeps `seconds` (sync code, on a worker thread)."""
+
+    def __call__(self, payload):
+        import time
+
+        time.sleep(float((payload or {}).get("seconds", 0.1)))
+        return {"slept": True}

@@ -1,0 +1,257 @@
+"""The app spec: YAML in, validated once into frozen models, errors naming the file, the field and the reason."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "SpecError", "Resources", "RuntimeEnv", "VersionSpec", "DeploymentSpec", "AppSpec", "GatewaySpec", "Spec",
+    "ResolvedVersion", "load_spec", "parse_spec", "resolve_versions",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+class SpecError(ValueError):
+    """An invalid spec. The message names the source, the field and the reason."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_name(value: str, what: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"{what} {value!r} must be 1-63 letters, digits, '_' or '-', starting with a letter or digit")
+    return value
+
+
+class Resources(_Model):
+    num_cpus: float = Field(0.25, ge=0, description="CPUs reserved per replica")
+    num_gpus: float = Field(0, ge=0, description="GPUs reserved per replica")
+    memory: int | None = Field(None, gt=0, description="bytes of memory reserved per replica")
+
+
+class RuntimeEnv(_Model):
+    env_vars: dict[str, str] = Field(default_factory=dict, description="environment variables of the replica process")
+    pip: list[str] = Field(default_factory=list, description="packages installed into the replica's own environment")
+    working_dir: str | None = Field(None, description="local directory (or URI) shipped to the replica as its cwd")
+    py_modules: list[str] = Field(default_factory=list, description="extra local modules shipped to the replica")
+
+    def to_ray(self) -> dict:
+        env: dict[str, Any] = {}
+        if self.env_vars:
+            env["env_vars"] = dict(self.env_vars)
+        if self.pip:
+            env["pip"] = list(self.pip)
+        if self.working_dir:
+            env["working_dir"] = self.working_dir
+        if self.py_modules:
+            env["py_modules"] = list(self.py_modules)
+        return env
+
+
+class VersionSpec(_Model):
+    name: str = Field(description="version name, e.g. v1")
+    weight: float = Field(100.0, ge=0, description="relative share of the deployment's traffic")
+    num_replicas: int | None = Field(None, ge=0, description="replicas of this version (default: the deployment's)")
+    import_path: str | None = Field(None, description="code of this version (default: the deployment's)")
+    init_args: list[Any] | None = Field(None, description="positional init arguments (default: the deployment's)")
+    init_kwargs: dict[str, Any] | None = Field(None, description="keyword init arguments (default: the deployment's)")
+    resources: Resources | None = Field(None, description="per-replica resources (default: the deployment's)")
+    runtime_env: RuntimeEnv | None = Field(None, description="runtime environment (default: the deployment's)")
+    mirror_percent: float = Field(0.0, ge=0, le=100, description="share of primary traffic copied to this version")
+
+    _name = field_validator("name")(lambda cls, v: _check_name(v, "version name"))
+
+
+class DeploymentSpec(_Model):
+    name: str = Field(description="deployment name, unique within the app")
+    import_path: str = Field(description="'package.module:Class' or 'package.module:function'")
+    init_args: list[Any] = Field(default_factory=list, description="positional arguments for the class")
+    init_kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the class")
+    num_replicas: int = Field(1, ge=0, description="replicas per version unless the version says otherwise")
+    resources: Resources = Field(default_factory=Resources, description="per-replica resources")
+    runtime_env: RuntimeEnv = Field(default_factory=RuntimeEnv, description="per-replica runtime environment")
+    max_ongoing_requests: int = Field(32, ge=1, description="requests one replica runs at once")
+    max_queued_requests: int = Field(256, ge=0, description="requests a gateway queues for this deployment; then 503")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline of one request, retries included (504)")
+    idempotent: bool | None = Field(None, description="retry any method after a replica failure (default: GET/HEAD only)")
+    allow_pinning: bool = Field(True, description="honour the X-Raygate-Version request header")
+    max_retries: int = Field(3, ge=0, description="retries after a replica failure (idempotent requests)")
+    versions: tuple[VersionSpec, ...] = Field(default=(), description="live versions; default one version 'v1'")
+
+    _name = field_validator("name")(lambda cls, v: _check_name(v, "deployment name"))
+
+    @field_validator("import_path")
+    @classmethod
+    def _import_path(cls, value: str) -> str:
+        module, sep, attr = value.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(f"import_path {value!r} must look like 'package.module:Name'")
+        return value
+
+    @model_validator(mode="after")
+    def _versions(self) -> "DeploymentSpec":
+        if not self.versions:
+            object.__setattr__(self, "versions", (VersionSpec(name="v1"),))
+        names = [v.name for v in self.versions]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"version names must be unique; repeated: {', '.join(duplicates)}")
+        if not any(v.weight > 0 for v in self.versions):
+            raise ValueError("at least one version needs a positive weight")
+        for version in self.versions:
+            if version.import_path is not None:
+                self._import_path(version.import_path)
+        return self
+
+
+class AppSpec(_Model):
+    name: str = Field(description="app name")
+    route_prefix: str = Field(description="HTTP path prefix served by the app, e.g. /linear")
+    ingress: str = Field(description="deployment that receives the app's HTTP requests")
+    deployments: tuple[DeploymentSpec, ...] = Field(description="the app's deployments (at least one)")
+
+    _name = field_validator("name")(lambda cls, v: _check_name(v, "app name"))
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("/") or value.startswith("/-/") or value == "/-" or value.startswith("/metrics"):
+            raise ValueError(f"route_prefix {value!r} must start with '/' and must not be under /-/ or /metrics")
+        return value.rstrip("/") or "/"
+
+    @model_validator(mode="after")
+    def _ingress(self) -> "AppSpec":
+        names = [d.name for d in self.deployments]
+        if not names:
+            raise ValueError("an app needs at least one deployment")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"deployment names must be unique; repeated: {', '.join(duplicates)}")
+        if self.ingress not in names:
+            raise ValueError(f"ingress {self.ingress!r} is not one of the app's deployments ({', '.join(names)})")
+        return self
+
+
+class GatewaySpec(_Model):
+    num_gateways: int = Field(1, ge=1, le=64, description="gateway processes per node sharing the port (SO_REUSEPORT)")
+    host: str = Field("127.0.0.1", description="bind address; loopback unless set explicitly")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port")
+    max_body_bytes: int = Field(1 << 20, gt=0, description="largest request body accepted (413 above)")
+    access_log: bool = Field(True, description="one structured JSON log line per request")
+
+
+class Spec(_Model):
+    apps: tuple[AppSpec, ...] = Field(default=(), description="apps to run")
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec, description="HTTP gateway settings")
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Spec":
+        names = [a.name for a in self.apps]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"app names must be unique; repeated: {', '.join(duplicates)}")
+        prefixes = [a.route_prefix for a in self.apps]
+        duplicates = sorted({p for p in prefixes if prefixes.count(p) > 1})
+        if duplicates:
+            raise ValueError(f"route prefixes must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+def _format_errors(source: str, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        location = ""
+        for part in item["loc"]:
+            location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {location or '<root>'}: {message}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> Spec:
+    """Validate a parsed YAML/JSON document; raise SpecError naming source, field and reason."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: <root>: a spec must be a mapping with 'apps', got {type(data).__name__}")
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format_errors(source, exc)) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    return parse_spec(data, str(path))
+
+
+@dataclass(frozen=True)
+class ResolvedVersion:
+    app: str  # owning app
+    deployment: str  # deployment name
+    name: str  # version name
+    import_path: str  # code to run
+    init_args: tuple  # positional init arguments
+    init_kwargs: dict  # keyword init arguments
+    num_replicas: int  # target replica count
+    resources: Resources  # per-replica resources
+    runtime_env: RuntimeEnv  # per-replica runtime environment
+    weight: float  # traffic weight
+    mirror_percent: float  # mirrored share
+    max_ongoing_requests: int  # per replica
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.app, self.deployment, self.name)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes exactly when replicas must be replaced (code, arguments, resources, environment)."""
+        doc = {"import_path": self.import_path, "init_args": list(self.init_args), "init_kwargs": self.init_kwargs,
+               "resources": self.resources.model_dump(mode="json"),
+               "runtime_env": self.runtime_env.model_dump(mode="json"),
+               "max_ongoing_requests": self.max_ongoing_requests}
+        return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def resolve_versions(spec: Spec) -> dict[tuple[str, str, str], ResolvedVersion]:
+    """Every version of every deployment with its deployment-level defaults filled in."""
+    out = {}
+    for app in spec.apps:
+        for dep in app.deployments:
+            for version in dep.versions:
+                resolved = ResolvedVersion(
+                    app=app.name, deployment=dep.name, name=version.name,
+                    import_path=version.import_path or dep.import_path,
+                    init_args=tuple(version.init_args if version.init_args is not None else dep.init_args),
+                    init_kwargs=dict(version.init_kwargs if version.init_kwargs is not None else dep.init_kwargs),
+                    num_replicas=version.num_replicas if version.num_replicas is not None else dep.num_replicas,
+                    resources=version.resources or dep.resources,
+                    runtime_env=version.runtime_env or dep.runtime_env,
+                    weight=version.weight, mirror_percent=version.mirror_percent,
+                    max_ongoing_requests=dep.max_ongoing_requests,
+                )
+                out[resolved.key] = resolved
+    return out

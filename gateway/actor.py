@@ -1,0 +1,154 @@
+"""The gateway actor: an aiohttp server on its own uvloop loop, one per process, many per port.
+
+The server runs on a uvloop loop in a thread of its own (created here, not inherited from Ray), so the
+HTTP hot path never shares a loop with Ray's control calls. Ray restarts a gateway that dies; its
+constructor binds the port again with SO_REUSEPORT while its siblings keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import uvloop
+from aiohttp import web
+
+from gateway.config import GatewayConfig
+from gateway.logs import configure_logging
+from gateway.metrics import GatewayMetrics, mark_dead_processes
+from gateway.router import Router
+from gateway.server import build_app
+from gateway.table import RoutingTable
+from gateway.watcher import follow_routing_table
+
+__all__ = ["Gateway", "ControllerAdmin"]
+
+
+class ControllerAdmin:
+    """AdminBackend over the controller actor."""
+
+    def __init__(self, controller) -> None:
+        self.controller = controller
+
+    async def apply(self, spec_doc: dict, wait: bool) -> dict:
+        return await self.controller.apply.remote(spec_doc, wait)
+
+    async def apply_status(self) -> dict:
+        return await self.controller.get_apply_status.remote()
+
+    async def status(self) -> dict:
+        return await self.controller.status.remote()
+
+    async def set_weights(self, app: str, deployment: str, weights: dict[str, float]) -> dict:
+        return await self.controller.set_weights.remote(app, deployment, weights)
+
+    async def scale(self, app: str, deployment: str, version: str, num_replicas: int) -> dict:
+        return await self.controller.scale.remote(app, deployment, version, num_replicas)
+
+    async def shutdown(self) -> None:
+        await self.controller.shutdown.remote(True)
+
+
+def _raise_priority() -> None:
+    """Ray starts workers at niceness 15; a gateway is latency-bound, so it asks for 0 when allowed."""
+    try:
+        if os.getpriority(os.PRIO_PROCESS, 0) > 0:
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
+    except OSError:
+        pass  # not permitted (no CAP_SYS_NICE): keep Ray's niceness
+
+
+class Gateway:
+    """Ray actor class (created by the controller)."""
+
+    def __init__(self, config: GatewayConfig, index: int = 0) -> None:
+        configure_logging()
+        _raise_priority()
+        self.config = config
+        self.index = index
+        self.started_at = time.time()
+        if config.metrics_dir:
+            os.makedirs(config.metrics_dir, exist_ok=True)
+            mark_dead_processes(config.metrics_dir)
+        self.loop = uvloop.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="raygate-gateway-loop", daemon=True)
+        self._thread.start()
+        self._on_loop(self._start(), 30)
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def _on_loop(self, coro, timeout: float | None = None):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _start(self) -> None:
+        import ray
+
+        config = self.config
+        controller = ray.get_actor(config.controller_name, namespace=config.namespace)
+        self.router = Router(asyncio.get_running_loop())
+        self.metrics = GatewayMetrics()
+        self.app = build_app(config, self.router, self.metrics, ControllerAdmin(controller))
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, config.host, config.port, reuse_port=True, backlog=4096)
+        await site.start()
+        self.watch = asyncio.get_running_loop().create_task(
+            follow_routing_table(controller, self.router, on_update=self._table_updated))
+
+    def _table_updated(self, table: RoutingTable) -> None:
+        counts = {}
+        for route in table.deployments.values():
+            for version in route.versions:
+                counts[(route.app, route.name, version.name, "RUNNING")] = len(version.replicas)
+        self.metrics.set_replicas(counts)
+
+    # -- Ray calls --------------------------------------------------------------------------------
+    def ready(self) -> dict:
+        return {"pid": os.getpid(), "host": self.config.host, "port": self.config.port, "index": self.index,
+                "table_version": self.router.table.version}
+
+    def loop_type(self) -> str:
+        """The class of the loop that runs the HTTP handlers (asked from inside that loop)."""
+
+        async def current():
+            loop = asyncio.get_running_loop()
+            return type(loop).__module__ + "." + type(loop).__name__
+
+        return self._on_loop(current(), 5)
+
+    def stats(self) -> dict:
+        from gateway.server import STATE
+
+        state = self.app[STATE]
+        return {"pid": os.getpid(), "in_flight": state.in_flight, "served": state.served,
+                "table_version": self.router.table.version}
+
+    def stop(self, drain_s: float | None = None) -> bool:
+        """Drain: not ready at once, wait for in-flight requests (and a minimum time), then close."""
+        from gateway.server import STATE
+
+        state = self.app[STATE]
+        minimum = self.config.drain_s if drain_s is None else drain_s
+
+        async def drain() -> bool:
+            state.draining = True
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(state.idle.wait(), 30)
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.sleep(max(0.0, minimum - (time.monotonic() - started)))
+            self.watch.cancel()
+            try:
+                await self.watch
+            except asyncio.CancelledError:
+                pass
+            await self.runner.cleanup()
+            self.router.close()
+            return True
+
+        return self._on_loop(drain(), 60)

@@ -1,0 +1,63 @@
+"""Replica choice: power of two choices on in-flight counts."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from gateway.table import ReplicaInfo
+
+__all__ = ["ReplicaSlot", "choose_replica"]
+
+
+@dataclass(eq=False)
+class ReplicaSlot:
+    """A router's live view of one replica. Survives routing-table swaps (keyed by replica id)."""
+
+    info: ReplicaInfo
+    in_flight: int = 0  # requests this router has outstanding on the replica
+    connection: object | None = None  # gateway.client.ReplicaConnection, opened lazily
+    ejected_until: float = 0.0  # monotonic time before which the replica is not chosen
+    consecutive_failures: int = 0
+    retired: bool = False  # gone from the table: close the connection when in_flight reaches 0
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def replica_id(self) -> str:
+        return self.info.replica_id
+
+
+def choose_replica(slots: Sequence[ReplicaSlot], max_ongoing: int, now: float, rng: random.Random,
+                   excluded: frozenset | set = frozenset()) -> ReplicaSlot | None:
+    """Pick two replicas at random and take the less loaded; None when every replica is full or ejected.
+
+    Ejected or excluded replicas are skipped; if the two picks are both unusable, the least loaded usable
+    replica is taken, so a request never waits while some replica has room.
+    """
+    n = len(slots)
+    if n == 0:
+        return None
+    if n == 1:
+        only = slots[0]
+        ok = only.in_flight < max_ongoing and only.ejected_until <= now and only.replica_id not in excluded
+        return only if ok else None
+    i = int(rng.random() * n)
+    j = int(rng.random() * (n - 1))
+    if j >= i:
+        j += 1
+    a, b = slots[i], slots[j]
+    a_ok = a.in_flight < max_ongoing and a.ejected_until <= now and a.replica_id not in excluded
+    b_ok = b.in_flight < max_ongoing and b.ejected_until <= now and b.replica_id not in excluded
+    if a_ok and b_ok:
+        return a if a.in_flight <= b.in_flight else b
+    if a_ok:
+        return a
+    if b_ok:
+        return b
+    best = None
+    for slot in slots:
+        if slot.in_flight < max_ongoing and slot.ejected_until <= now and slot.replica_id not in excluded:
+            if best is None or slot.in_flight < best.in_flight:
+                best = slot
+    return best

@@ -1,0 +1,99 @@
+"""Prometheus metrics of the gateway tier.
+
+With several gateway processes on one port, each writes its samples to files in a directory shared by the
+node's gateways (prometheus_client's multiprocess mode), and whichever process answers a scrape sums all
+of them: the scrape shows the whole node, and counters of a process that died stay counted, so they never
+go backwards.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY
+
+__all__ = ["GatewayMetrics", "CONTENT_TYPE_LATEST"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def _multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = registry if registry is not None else (None if _multiprocess_dir() else REGISTRY)
+        self._registry = registry
+        kwargs = {"registry": registry} if registry is not None else {"registry": None}
+        self.requests = Counter("raygate_requests", "HTTP requests answered, by app, deployment, version and "
+                                "status code", ["app", "deployment", "version", "code"], **kwargs)
+        self.latency = Histogram("raygate_request_latency_seconds", "Gateway request latency",
+                                 ["app", "deployment", "version"], buckets=_LATENCY_BUCKETS, **kwargs)
+        self.in_flight = Gauge("raygate_requests_in_flight", "Requests being answered", ["app"],
+                               multiprocess_mode="livesum", **kwargs)
+        self.replicas = Gauge("raygate_replicas", "Replicas by state (as seen in the routing table)",
+                              ["app", "deployment", "version", "state"], multiprocess_mode="livemax", **kwargs)
+        self.retries = Counter("raygate_retries", "Requests tried again on another replica",
+                               ["app", "deployment"], **kwargs)
+        self.pin_ignored = Counter("raygate_pin_ignored", "X-Raygate-Version headers ignored because the "
+                                   "deployment does not allow pinning", ["app", "deployment"], **kwargs)
+        self._request_children: dict = {}
+        self._latency_children: dict = {}
+        self._in_flight_children: dict = {}
+
+    def observe(self, app: str, deployment: str, version: str, code: int, seconds: float) -> None:
+        key = (app, deployment, version, code)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(app, deployment, version, str(code))
+        counter.inc()
+        key = (app, deployment, version)
+        histogram = self._latency_children.get(key)
+        if histogram is None:
+            histogram = self._latency_children[key] = self.latency.labels(app, deployment, version)
+        histogram.observe(seconds)
+
+    def in_flight_for(self, app: str):
+        child = self._in_flight_children.get(app)
+        if child is None:
+            child = self._in_flight_children[app] = self.in_flight.labels(app)
+        return child
+
+    def set_replicas(self, counts: dict[tuple[str, str, str, str], int]) -> None:
+        for labels, value in counts.items():
+            self.replicas.labels(*labels).set(value)
+
+    def render(self) -> bytes:
+        directory = _multiprocess_dir()
+        if directory:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=directory)
+            return generate_latest(registry)
+        return generate_latest(self._registry or REGISTRY)
+
+
+def mark_dead_processes(directory: str) -> None:
+    """Drop live-gauge files of gateway processes that no longer exist (counters are kept)."""
+    from prometheus_client import multiprocess
+
+    pids = set()
+    for name in os.listdir(directory):
+        if name.startswith("gauge_live") and name.endswith(".db"):
+            try:
+                pids.add(int(name.rsplit("_", 1)[1][:-3]))
+            except ValueError:
+                continue
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)
+        except PermissionError:
+            pass
+
+
+__all__ += ["mark_dead_processes"]

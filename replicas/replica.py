@@ -1,0 +1,98 @@
+"""The replica actor: one user callable per process, served over the direct channel.
+
+Ray owns the replica's lifecycle: the controller creates it, probes `check_health`, asks it to `drain`,
+and kills it. Requests arrive over the direct channel (see replicas/wire.py) on the replica's own uvloop
+loop, which runs in a thread of its own so that Ray's control calls never wait behind user code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import uvloop
+
+from replicas.callable import load_callable
+from replicas.context import ReplicaContext, set_replica_context
+from replicas.server import ChannelServerProtocol, ReplicaCore
+
+__all__ = ["ReplicaConfig", "Replica"]
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    replica_id: str  # unique id, "<app>.<deployment>.<version>#<n>"
+    app: str  # owning app
+    deployment: str  # deployment name
+    version: str  # version name
+    import_path: str  # "module:Class" or "module:function"
+    init_args: tuple = ()  # positional arguments for the class
+    init_kwargs: dict = field(default_factory=dict)  # keyword arguments for the class
+    max_ongoing_requests: int = 32  # requests run at once; more are answered BUSY and go elsewhere
+    channel_token: bytes = b""  # shared secret routers present on connect
+    bind_host: str = "127.0.0.1"  # address of the direct channel (the node's address in a cluster)
+    controller_name: str = "raygate-controller"  # named controller actor, for handles
+    namespace: str = "raygate"  # Ray namespace
+
+
+class Replica:
+    """Ray actor class (wrapped with ray.remote by the controller)."""
+
+    def __init__(self, config: ReplicaConfig) -> None:
+        self.config = config
+        self.started_at = time.time()
+        self.loop = uvloop.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="raygate-replica-loop", daemon=True)
+        self._thread.start()
+        set_replica_context(ReplicaContext(
+            app=config.app, deployment=config.deployment, version=config.version, replica_id=config.replica_id,
+            loop=self.loop, controller_name=config.controller_name, namespace=config.namespace))
+        user = load_callable(config.import_path, tuple(config.init_args), dict(config.init_kwargs))
+        self.user = user
+        self.core = ReplicaCore(self.loop, user, config.max_ongoing_requests, config.channel_token)
+        self.server = self._on_loop(self.loop.create_server(
+            lambda: ChannelServerProtocol(self.core), config.bind_host, 0, backlog=1024))
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def _on_loop(self, coro, timeout: float | None = None):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    # -- control path (Ray calls) -----------------------------------------------------------------
+    def ready(self) -> dict:
+        import ray
+
+        runtime = ray.get_runtime_context()
+        return {"host": self.config.bind_host, "port": self.port, "pid": os.getpid(),
+                "node_id": runtime.get_node_id(), "actor_id": runtime.get_actor_id(),
+                "loop": type(self.loop).__module__ + "." + type(self.loop).__name__}
+
+    def check_health(self, loop_timeout_s: float = 0.5) -> dict:
+        """Healthy when the event loop answers within `loop_timeout_s` and the user's check passes."""
+
+        async def probe():
+            return None
+
+        self._on_loop(probe(), loop_timeout_s)
+        if self.user.health_check is not None:
+            self.user.health_check()
+        return self.stats()
+
+    def stats(self) -> dict:
+        core = self.core
+        return {"in_flight": core.in_flight, "processed": core.processed, "errors": core.errors,
+                "rejected": core.rejected, "draining": core.draining, "pid": os.getpid(),
+                "uptime_s": time.time() - self.started_at}
+
+    def drain(self, timeout_s: float = 10.0) -> bool:
+        """Stop taking requests and wait for the running ones; True when everything finished."""
+        return self._on_loop(self.core.drain(timeout_s), timeout_s + 5)
+
+    def loop_type(self) -> str:
+        return type(self.loop).__module__ + "." + type(self.loop).__name__
