@@ -1,0 +1,279 @@
+"""Minimise the LP dual over lambda >= 0, with a certificate.
+
+    g(lambda) = lambda . b + sum_i max(0, max_j (c_ij - lambda . m_ij))          (convex, piecewise linear)
+
+Method (host side works on K-vectors only; every pass over users goes through a kernel):
+1. Work on mu = lambda / unit (unit = 1 unless the caller gives per-constraint price scales) and divide the dual
+   by S, the value of the unconstrained greedy rule, so that the numbers the optimiser sees are O(1).
+   (Scaling prices by b, which makes the gradient the relative slack, was measured to be much worse: it spreads
+   the curvature by 1/b_k^2.)
+2. Smooth the user part with an entropic (log-sum-exp) term at temperature tau and minimise the smoothed dual by
+   projected L-BFGS (two-metric projection: quasi-Newton on the free prices, gradient on those held at 0, Armijo
+   backtracking along the projection arc; one pass per iteration mostly), annealing tau down by stages,
+   warm-starting each stage from the last.
+3. Every pass also evaluates the exact (unsmoothed) dual and the online rule at the same prices for free, so the
+   certificate is known all along: dual objective (an upper bound on the LP optimum), the rule's primal objective
+   and its largest relative overshoot. The solver stops once the gap and the overshoot are both within tolerance.
+4. Finish: if the rule still overshoots, raise the prices of the overshooting constraints (per-constraint
+   multiplicative nudges, a few bulk rounds) until it does not, and keep the best certified prices seen.
+
+`solve` takes any kernel with `evaluate(lam, tau) -> PassResult` (NumPy, CuPy, Numba, Ray), so the algorithm is
+written once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from planner.kernels import PassResult
+
+__all__ = ["SolverConfig", "Certificate", "Solution", "TracePoint", "Kernel", "solve", "certify", "relative_gap"]
+
+
+class Kernel(Protocol):
+    name: str
+    K: int
+
+    def evaluate(self, lam: np.ndarray, tau: float = 0.0) -> PassResult: ...
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Knobs of the dual solver; defaults suit instances from 1k to 10M users."""
+
+    gap_tol: float = 1e-3  # stop once (dual - primal) / dual <= gap_tol ...
+    violation_tol: float = 1e-3  # ... and max_k (consumption_k / b_k - 1) <= violation_tol
+    max_passes: int = 2000  # hard cap on passes over the users (each pass is one kernel evaluation)
+    time_limit_s: float = 600.0  # wall-clock cap; the best certified prices so far are returned
+    tau_start: float = 0.05  # first temperature, relative to the mean value of a chosen user at lambda = 0
+    tau_end: float = 1e-4  # last temperature of the schedule
+    tau_factor: float = 0.25  # each stage multiplies tau by this
+    stage_passes: int = 60  # passes per temperature stage at most
+    stage_tol: float = 5e-4  # a stage ends when every free constraint's smoothed consumption is within this of b
+    memory: int = 12  # L-BFGS pairs kept
+    nudge_rounds: int = 30  # finishing rounds that raise prices of overshooting constraints
+    initial_mu: tuple[float, ...] | None = None  # warm start in scaled units (from a previous solve)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """What one price vector achieves, computed exactly."""
+
+    dual_objective: float  # lambda . b + sum_i max(0, max_j score): an upper bound on the LP optimum
+    primal_objective: float  # objective of the online rule (argmax, nothing unless positive)
+    max_violation: float  # max_k (consumption_k / b_k - 1), clipped below at 0
+    gap: float  # (dual - primal) / |dual|; small and >= 0 when the rule is (nearly) feasible
+
+
+@dataclass(frozen=True)
+class TracePoint:
+    """The certificate of the prices evaluated at one pass."""
+
+    seconds: float  # since the solve began
+    passes: int  # passes over the users so far
+    gap: float  # relative gap of these prices
+    max_violation: float  # largest relative overshoot of these prices
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The answer and how it was reached."""
+
+    lam: np.ndarray  # (K,) dual prices, >= 0
+    certificate: Certificate  # exact figures for `lam`
+    consumption: np.ndarray  # (K,) the online rule's consumption at `lam`
+    iterations: int  # passes over the users
+    seconds: float  # wall-clock of the solve
+    backend: str  # kernel name
+    converged: bool  # gap and violation within tolerance
+    trace: tuple[TracePoint, ...] = field(default=())  # one point per pass
+
+
+def relative_gap(dual: float, primal: float) -> float:
+    return (dual - primal) / max(abs(dual), 1e-300)
+
+
+def certify(lam: np.ndarray, b: np.ndarray, result: PassResult) -> Certificate:
+    """Exact certificate of `lam` from one pass's sums."""
+    dual = float(np.dot(lam, b) + result.hard_value)
+    primal = float(result.primal_value)
+    viol = float(max(0.0, np.max(result.hard_consumption / b - 1.0))) if len(b) else 0.0
+    return Certificate(dual_objective=dual, primal_objective=primal, max_violation=viol,
+                       gap=relative_gap(dual, primal))
+
+
+def _score(cert: Certificate, cfg: SolverConfig) -> float:
+    """How far an answer is from acceptable, in units of the tolerances (<= 1: within both)."""
+    return max(max(cert.gap, 0.0) / cfg.gap_tol, cert.max_violation / cfg.violation_tol)
+
+
+def _lbfgs_direction(g: np.ndarray, free: np.ndarray, pairs: list, gamma: float) -> np.ndarray:
+    """-H g on the free coordinates (L-BFGS two-loop on the restricted pairs); -gamma g on the others."""
+    d = -gamma * g
+    q = np.where(free, g, 0.0)
+    alphas = []
+    for s_vec, y_vec in reversed(pairs):
+        sf, yf = s_vec * free, y_vec * free
+        sy = float(np.dot(sf, yf))
+        if sy <= 1e-300:
+            alphas.append(None)
+            continue
+        a = float(np.dot(sf, q)) / sy
+        q = q - a * yf
+        alphas.append((a, sy, sf, yf))
+    last = next((x for x in alphas if x is not None), None)
+    h0 = (last[1] / max(float(np.dot(last[3], last[3])), 1e-300)) if last is not None else gamma
+    r = h0 * q
+    for entry in reversed(alphas):
+        if entry is None:
+            continue
+        a, sy, sf, yf = entry
+        beta = float(np.dot(yf, r)) / sy
+        r = r + sf * (a - beta)
+    d[free] = -r[free]
+    return d
+
+
+def solve(kernel: Kernel, b: np.ndarray, cfg: SolverConfig = SolverConfig(),
+          clock: Callable[[], float] = time.perf_counter, unit: np.ndarray | None = None) -> Solution:
+    """Minimise the dual for the users behind `kernel` and capacities `b` (see the module docstring).
+
+    `unit` (K,) is the price scale per constraint (lambda = mu * unit); 1 by default, which suits instances whose
+    usage figures are in units comparable to the values (as the generator's are).
+    """
+    b = np.asarray(b, dtype=np.float64)
+    K = len(b)
+    t0 = clock()
+    trace: list[TracePoint] = []
+    passes = 0
+
+    zero = kernel.evaluate(np.zeros(K), 0.0)
+    passes += 1
+    S = max(zero.hard_value, 1e-12)  # value of the unconstrained greedy rule
+    value_per_user = S / max(zero.chosen, 1)
+    if unit is None:
+        unit = np.full(K, 1.0)
+    unit = np.asarray(unit, dtype=np.float64)
+
+    best = [np.zeros(K), zero, certify(np.zeros(K), b, zero)]
+    trace.append(TracePoint(clock() - t0, passes, best[2].gap, best[2].max_violation))
+
+    def done(cert: Certificate) -> bool:
+        return cert.gap <= cfg.gap_tol and cert.max_violation <= cfg.violation_tol
+
+    def out_of_budget() -> bool:
+        return passes >= cfg.max_passes or clock() - t0 >= cfg.time_limit_s
+
+    if done(best[2]):
+        return _finish(kernel, b, [tuple(best)], passes, t0, clock, cfg, trace)
+    last = list(best)
+
+    mu = np.zeros(K) if cfg.initial_mu is None else np.maximum(np.asarray(cfg.initial_mu, dtype=np.float64), 0.0)
+    tau = cfg.tau_start
+    gamma = None
+    stop = False
+    while not stop:
+        tau_abs = tau * value_per_user
+
+        def smoothed(m: np.ndarray) -> tuple[float, np.ndarray, Certificate]:
+            nonlocal passes
+            lam = m * unit
+            res = kernel.evaluate(lam, tau_abs)
+            passes += 1
+            cert = certify(lam, b, res)
+            trace.append(TracePoint(clock() - t0, passes, cert.gap, cert.max_violation))
+            if _score(cert, cfg) < _score(best[2], cfg):
+                best[:] = [lam.copy(), res, cert]
+            last[:] = [lam.copy(), res, cert]
+            value = float(np.dot(lam, b) + res.smooth_value) / S
+            grad = (b - res.smooth_consumption) * unit / S
+            return value, grad, cert
+
+        f, g, cert = smoothed(mu)
+        stop = done(cert) or out_of_budget()
+        pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        if gamma is None:
+            gamma = 0.1 * float(np.max(np.abs(mu))) / max(float(np.max(np.abs(g))), 1e-300) if mu.any() else \
+                1e-2 / max(float(np.max(np.abs(g))), 1e-300)
+        stage_passes = 0
+        while not stop:
+            rel_slack = np.where((mu <= 0.0) & (g > 0.0), 0.0, g * S / (b * unit))  # (b - cons) / b, projected
+            if float(np.max(np.abs(rel_slack))) <= cfg.stage_tol or stage_passes >= cfg.stage_passes:
+                break
+            free = ~((mu <= 0.0) & (g > 0.0))
+            d = _lbfgs_direction(g, free, pairs, gamma)
+            if float(np.dot(g, d)) >= 0.0:  # not a descent direction: drop the memory, take a gradient step
+                pairs.clear()
+                d = -gamma * g
+            alpha = 1.0
+            while True:
+                trial = np.maximum(mu + alpha * d, 0.0)
+                f_new, g_new, cert = smoothed(trial)
+                stage_passes += 1
+                stop = done(cert) or out_of_budget()
+                if f_new <= f + 1e-4 * float(np.dot(g, trial - mu)) or stop or stage_passes >= cfg.stage_passes:
+                    break
+                alpha *= 0.25
+            s_vec, y_vec = trial - mu, g_new - g
+            sy = float(np.dot(s_vec, y_vec))
+            if sy > 1e-12 * float(np.dot(s_vec, s_vec)) and sy > 0.0:
+                pairs.append((s_vec, y_vec))
+                del pairs[:-cfg.memory]
+                gamma = sy / max(float(np.dot(y_vec, y_vec)), 1e-300)
+            mu, f, g = trial, f_new, g_new
+        if stop or (tau <= cfg.tau_end and stage_passes < cfg.stage_passes) or out_of_budget():
+            break
+        gamma *= cfg.tau_factor
+        tau = max(tau * cfg.tau_factor, cfg.tau_end)
+    candidates = [tuple(best)] if last[0] is best[0] else [tuple(best), tuple(last)]
+    return _finish(kernel, b, candidates, passes, t0, clock, cfg, trace)
+
+
+def _nudge(kernel, b, lam, res, cert, cfg, rounds, record):
+    """Raise the prices of overshooting constraints until the online rule fits (or the rounds run out).
+
+    Each round multiplies the price of every constraint still over by (1 + step_k); step_k starts at a quarter of
+    the overshoot and doubles while the constraint stays over: small moves first, so the gap barely changes.
+    """
+    K = len(b)
+    step = np.zeros(K)
+    scale = max(float(np.max(lam)), 1e-12) if K else 1.0
+    for _ in range(rounds):
+        if cert.max_violation <= cfg.violation_tol:
+            break
+        ratio = res.hard_consumption / b
+        over = ratio > 1.0 + 0.25 * cfg.violation_tol
+        step = np.where(over, np.where(step > 0, 2.0 * step, 0.25 * (ratio - 1.0) + 1e-5), 0.0)
+        lam = lam.copy()
+        lam[over] = np.maximum(lam[over], 1e-4 * scale) * (1.0 + step[over])
+        res = kernel.evaluate(lam, 0.0)
+        cert = record(lam, res)
+    return lam, res, cert
+
+
+def _finish(kernel, b, candidates, passes, t0, clock, cfg, trace) -> Solution:
+    """Nudge each candidate (the best-scored prices, the last smoothed iterate) and keep the best result."""
+    state = {"passes": passes}
+
+    def record(lam, res):
+        state["passes"] += 1
+        cert = certify(lam, b, res)
+        trace.append(TracePoint(clock() - t0, state["passes"], cert.gap, cert.max_violation))
+        return cert
+
+    results = []
+    for lam, res, cert in candidates:
+        if cert.max_violation > cfg.violation_tol:
+            lam, res, cert = _nudge(kernel, b, lam, res, cert, cfg, cfg.nudge_rounds, record)
+        results.append((_score(cert, cfg), lam, res, cert))
+        if _score(cert, cfg) <= 1.0:
+            break
+    _, lam, res, cert = min(results, key=lambda x: x[0])
+    converged = cert.gap <= cfg.gap_tol and cert.max_violation <= cfg.violation_tol
+    return Solution(lam=np.asarray(lam, dtype=np.float64), certificate=cert, consumption=res.hard_consumption,
+                    iterations=state["passes"], seconds=clock() - t0, backend=getattr(kernel, "name", "?"),
+                    converged=converged, trace=tuple(trace))
