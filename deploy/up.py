@@ -1,0 +1,156 @@
+"""`raygate up`: start what is missing (Redis, Ray), the controller and gateways, apply a spec, serve
+until SIGINT/SIGTERM, then stop everything that was started here.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from deploy.controller import ApplyError, ControllerConfig
+from deploy.embedded import EmbeddedRedis, RedisNotInstalled, start_local_ray
+from deploy.spec import GatewaySpec, Spec, load_spec
+from gateway.config import GatewayConfig
+
+__all__ = ["UpOptions", "run_up", "default_run_dir", "read_run_info"]
+
+
+def default_run_dir() -> Path:
+    return Path(os.environ.get("RAYGATE_RUN_DIR") or Path.home() / ".raygate")
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    spec_path: str | None  # spec to apply; None: the packaged quickstart
+    run_dir: Path  # pid, admin token, Redis data (AOF) and gateway metrics live here
+    redis_url: str | None  # join this Redis; None: start one on a free loopback port
+    ray_address: str | None  # join this Ray cluster; None: start a local Ray on loopback
+    host: str | None = None  # gateway bind address (overrides the spec); loopback by default
+    port: int | None = None  # gateway port (overrides the spec)
+    num_gateways: int | None = None  # gateway processes (overrides the spec)
+    num_cpus: float | None = None  # CPUs of a local Ray (default: the machine's)
+
+
+def read_run_info(run_dir: Path) -> dict | None:
+    try:
+        return orjson.loads((Path(run_dir) / "up.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def _quickstart_path() -> str:
+    return str(Path(__file__).parent / "examples" / "quickstart.yaml")
+
+
+def run_up(options: UpOptions, out=sys.stdout) -> int:
+    def say(message: str) -> None:
+        print(message, file=out, flush=True)
+
+    spec: Spec = load_spec(options.spec_path or _quickstart_path())  # SpecError: caller prints it
+    gateway_spec: GatewaySpec = spec.gateway
+    run_dir = Path(options.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = read_run_info(run_dir)
+    if info and _alive(info.get("pid", 0)):
+        say(f"raygate is already running from {run_dir} (pid {info['pid']}); `raygate down` stops it")
+        return 1
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    redis = None
+    ray_temp = None
+    controller_config = None
+    platform = None
+    import ray
+
+    try:
+        redis_url = options.redis_url
+        if not redis_url:
+            try:
+                redis = EmbeddedRedis(data_dir=run_dir / "redis").start()
+            except RedisNotInstalled as exc:
+                say(f"error: {exc}")
+                return 2
+            redis_url = redis.url
+            say(f"redis: started {redis_url} (data in {run_dir / 'redis'})")
+        if options.ray_address:
+            ray.init(address=options.ray_address, namespace="raygate", configure_logging=False)
+            say(f"ray: joined {options.ray_address}")
+        else:
+            ray_temp = tempfile.mkdtemp(prefix="rg-", dir="/tmp")
+            start_local_ray(temp_dir=ray_temp, num_cpus=options.num_cpus, log_to_driver=False)
+            say("ray: started a local Ray on 127.0.0.1")
+        for signum in (signal.SIGINT, signal.SIGTERM):  # ray.init installs its own handlers
+            signal.signal(signum, lambda *_: stop.set())
+
+        metrics_dir = run_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        admin_token = secrets.token_urlsafe(24)
+        host = options.host or gateway_spec.host
+        port = options.port if options.port is not None else gateway_spec.port
+        gateway = GatewayConfig(
+            host=host, port=port, num_gateways=options.num_gateways or gateway_spec.num_gateways,
+            max_body_bytes=gateway_spec.max_body_bytes, access_log=gateway_spec.access_log,
+            admin_token=admin_token, metrics_dir=str(metrics_dir))
+        replica_host = "127.0.0.1" if not options.ray_address else ray.util.get_node_ip_address()
+        controller_config = ControllerConfig(redis_url=redis_url, gateway=gateway, replica_host=replica_host)
+        from deploy.platform import Platform
+
+        platform = Platform(controller_config).start()
+        url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        url = f"http://{url_host}:{port}"
+        token_file = run_dir / "admin-token"
+        token_file.write_text(admin_token)
+        token_file.chmod(0o600)
+        (run_dir / "up.json").write_bytes(orjson.dumps({
+            "pid": os.getpid(), "url": url, "token_file": str(token_file), "redis_url": redis_url}))
+        say(f"deploying {options.spec_path or 'the quickstart'} ...")
+        try:
+            platform.apply(spec)
+        except ApplyError as exc:
+            say(f"error: {exc}")
+            return 1
+        say(f"serving on {url} (routes: {', '.join(a.route_prefix for a in spec.apps) or 'none'}); "
+            f"Ctrl-C or SIGTERM stops")
+        while not stop.wait(0.5):
+            pass
+        say("stopping ...")
+        return 0
+    finally:
+        if platform is not None:
+            try:
+                platform.stop(forget=False)
+            except Exception as exc:
+                say(f"warning: controller shutdown: {exc!r}")
+        if ray.is_initialized():
+            ray.shutdown()
+        if redis is not None:
+            redis.stop()
+        if ray_temp:
+            shutil.rmtree(ray_temp, ignore_errors=True)
+        (run_dir / "up.json").unlink(missing_ok=True)
+        say("stopped")
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

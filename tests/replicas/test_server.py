@@ -1,0 +1,122 @@
+"""The replica's channel server and the router's channel client, over real loopback TCP (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import orjson
+import pytest
+
+from gateway.client import ReplicaConnection, ReplicaConnectionLost, ReplicaUnreachable
+from replicas.callable import ImportPathError, load_callable
+from replicas.server import ChannelServerProtocol, ReplicaCore
+from replicas.wire import STATUS_BAD_REQUEST, STATUS_BUSY, STATUS_DRAINING, STATUS_OK, STATUS_USER_ERROR
+
+TOKEN = b"secret-token"
+
+
+class Model:
+    def __init__(self, gate: threading.Event | None = None):
+        self.gate = gate
+
+    def __call__(self, payload):
+        if payload.get("raise"):
+            raise ValueError("bad input value")
+        if self.gate is not None:
+            self.gate.wait(5)
+        return {"double": payload["v"] * 2}
+
+
+async def async_model(payload):
+    await asyncio.sleep(0)
+    return {"echo": payload}
+
+
+async def _serve(target, max_ongoing=8):
+    from replicas.callable import UserCallable
+
+    loop = asyncio.get_running_loop()
+    user = UserCallable(target=target, is_async=asyncio.iscoroutinefunction(target), instance=None,
+                        health_check=None)
+    core = ReplicaCore(loop, user, max_ongoing, TOKEN)
+    server = await loop.create_server(lambda: ChannelServerProtocol(core), "127.0.0.1", 0)
+    return core, server, server.sockets[0].getsockname()[1]
+
+
+async def test_sync_model_answers_and_errors_are_mapped():
+    """200 with the result; 400 for bad JSON; 500 carrying the request id for a raising model, which keeps serving."""
+    core, server, port = await _serve(Model(), max_ongoing=64)
+    conn = ReplicaConnection(asyncio.get_running_loop(), "127.0.0.1", port, TOKEN)
+    try:
+        answers = await asyncio.gather(*(conn.request(b"r%d" % i, b"/", orjson.dumps({"v": i})) for i in range(50)))
+        assert [orjson.loads(body)["double"] for _, body in answers] == [2 * i for i in range(50)]
+        status, body = await conn.request(b"rid-bad", b"/", b"{not json")
+        assert status == STATUS_BAD_REQUEST and b"not valid JSON" in body
+        status, body = await conn.request(b"rid-42", b"/", orjson.dumps({"raise": True}))
+        error = orjson.loads(body)["error"]
+        assert status == STATUS_USER_ERROR and error["request_id"] == "rid-42" and "bad input value" in error["message"]
+        status, body = await conn.request(b"r", b"/", orjson.dumps({"v": 4}))
+        assert (status, orjson.loads(body)) == (STATUS_OK, {"double": 8})
+        assert core.errors == 2 and core.in_flight == 0
+    finally:
+        conn.close()
+        server.close()
+        core.close()
+
+
+async def test_async_model_runs_on_the_loop():
+    core, server, port = await _serve(async_model)
+    conn = ReplicaConnection(asyncio.get_running_loop(), "127.0.0.1", port, TOKEN)
+    status, body = await conn.request(b"r", b"/", b'{"a": 1}')
+    assert (status, orjson.loads(body)) == (STATUS_OK, {"echo": {"a": 1}})
+    conn.close()
+    server.close()
+
+
+async def test_max_ongoing_is_enforced_and_drain_refuses_new_work():
+    """Past max_ongoing_requests the replica answers BUSY; while draining it answers DRAINING and waits."""
+    gate = threading.Event()
+    core, server, port = await _serve(Model(gate), max_ongoing=2)
+    conn = ReplicaConnection(asyncio.get_running_loop(), "127.0.0.1", port, TOKEN)
+    try:
+        running = [asyncio.ensure_future(conn.request(b"r", b"/", b'{"v": 1}')) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        status, _ = await conn.request(b"r", b"/", b'{"v": 1}')
+        assert status == STATUS_BUSY and core.rejected == 1
+        drained = asyncio.ensure_future(core.drain(5))
+        await asyncio.sleep(0.05)
+        status, _ = await conn.request(b"r", b"/", b'{"v": 1}')
+        assert status == STATUS_DRAINING
+        assert not drained.done()
+        gate.set()
+        assert [s for s, _ in await asyncio.gather(*running)] == [STATUS_OK, STATUS_OK]
+        assert await drained is True
+    finally:
+        conn.close()
+        server.close()
+        core.close()
+
+
+async def test_wrong_token_is_disconnected():
+    core, server, port = await _serve(Model())
+    conn = ReplicaConnection(asyncio.get_running_loop(), "127.0.0.1", port, b"wrong")
+    with pytest.raises(ReplicaConnectionLost):
+        await asyncio.wait_for(conn.request(b"r", b"/", b'{"v": 1}'), 5)
+    server.close()
+
+
+async def test_unreachable_replica():
+    conn = ReplicaConnection(asyncio.get_running_loop(), "127.0.0.1", 1, TOKEN)
+    with pytest.raises(ReplicaUnreachable):
+        await conn.request(b"r", b"/", b"{}")
+
+
+def test_load_callable_errors_name_the_problem():
+    with pytest.raises(ImportPathError, match="cannot import module 'no_such_module_xyz'"):
+        load_callable("no_such_module_xyz:Thing")
+    with pytest.raises(ImportPathError, match="has no attribute 'Missing'"):
+        load_callable("deploy.examples.models:Missing")
+    with pytest.raises(ImportPathError, match="takes no init_args"):
+        load_callable("json:dumps", (1,))
+    assert load_callable("deploy.examples.models:Linear", (), {"scale": 2.0}).target({"x": [1.0] * 16})["y"] != 0
