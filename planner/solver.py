@@ -56,6 +56,8 @@ class SolverConfig:
     stage_tol: float = 5e-4  # a stage ends when every free constraint's smoothed consumption is within this of b
     memory: int = 12  # L-BFGS pairs kept
     nudge_rounds: int = 30  # finishing rounds that raise prices of overshooting constraints
+    early_nudge_rounds: int = 8  # rounds of an early nudge, tried when the gap is met but a constraint is over
+    nudge_every: int = 20  # passes between early nudge attempts
     initial_mu: tuple[float, ...] | None = None  # warm start in scaled units (from a previous solve)
 
 
@@ -171,6 +173,7 @@ def solve(kernel: Kernel, b: np.ndarray, cfg: SolverConfig = SolverConfig(),
     if done(best[2]):
         return _finish(kernel, b, [tuple(best)], passes, t0, clock, cfg, trace)
     last = list(best)
+    last_nudge = 0
 
     mu = np.zeros(K) if cfg.initial_mu is None else np.maximum(np.asarray(cfg.initial_mu, dtype=np.float64), 0.0)
     tau = cfg.tau_start
@@ -215,6 +218,14 @@ def solve(kernel: Kernel, b: np.ndarray, cfg: SolverConfig = SolverConfig(),
                 f_new, g_new, cert = smoothed(trial)
                 stage_passes += 1
                 stop = done(cert) or out_of_budget()
+                if not stop and cert.gap <= cfg.gap_tol and cert.max_violation > cfg.violation_tol \
+                        and passes - last_nudge >= cfg.nudge_every:
+                    # Prices are good but a (usually small, lumpy) constraint overshoots: try the finishing
+                    # nudges now rather than after the whole schedule.
+                    early = _finish(kernel, b, [tuple(last)], passes, t0, clock, cfg, trace, cfg.early_nudge_rounds)
+                    passes = last_nudge = early.iterations
+                    if early.converged:
+                        return early
                 if f_new <= f + 1e-4 * float(np.dot(g, trial - mu)) or stop or stage_passes >= cfg.stage_passes:
                     break
                 alpha *= 0.25
@@ -255,7 +266,7 @@ def _nudge(kernel, b, lam, res, cert, cfg, rounds, record):
     return lam, res, cert
 
 
-def _finish(kernel, b, candidates, passes, t0, clock, cfg, trace) -> Solution:
+def _finish(kernel, b, candidates, passes, t0, clock, cfg, trace, rounds: int | None = None) -> Solution:
     """Nudge each candidate (the best-scored prices, the last smoothed iterate) and keep the best result."""
     state = {"passes": passes}
 
@@ -268,7 +279,8 @@ def _finish(kernel, b, candidates, passes, t0, clock, cfg, trace) -> Solution:
     results = []
     for lam, res, cert in candidates:
         if cert.max_violation > cfg.violation_tol:
-            lam, res, cert = _nudge(kernel, b, lam, res, cert, cfg, cfg.nudge_rounds, record)
+            lam, res, cert = _nudge(kernel, b, lam, res, cert, cfg,
+                                    cfg.nudge_rounds if rounds is None else rounds, record)
         results.append((_score(cert, cfg), lam, res, cert))
         if _score(cert, cfg) <= 1.0:
             break
