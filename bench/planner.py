@@ -1,0 +1,213 @@
+"""Benchmark of the nearline LP planner against HiGHS, in one run.
+
+For each size it generates a seeded instance, then runs every backend's solve and HiGHS (interior point) each in
+its own subprocess (so peak RSS is that solve's own ru_maxrss), and prints a table: time to a certified gap of
+0.5% and 0.1% (gap = (dual - primal) / dual of the online rule, counted only where the rule also overshoots no
+constraint by more than the same fraction), final gap and overshoot, passes, peak memory, HiGHS's time and
+objective, and the ratio of HiGHS's time to ours. The last output line is one JSON object with the figures.
+
+    .venv/bin/python bench/planner.py                 # small, medium, large (1M x 10 x 100); HiGHS up to medium
+    .venv/bin/python bench/planner.py --quick         # small only, numpy + numba
+    .venv/bin/python bench/planner.py --sizes large --backends numba --highs-max-n 2000000
+
+HiGHS on 1M x 10 x 100 takes about 22 minutes on a 2-core machine, so by default it runs only on sizes with at
+most --highs-max-n users (and always under --highs-time-limit); the output says when it was skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SIZES = {  # name: (n users, J slots, K constraints)
+    "small": (10_000, 10, 10),
+    "medium": (100_000, 20, 50),
+    "large": (1_000_000, 10, 100),
+}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _first_time(trace, tol: float):
+    for tp in trace:
+        if tp.gap <= tol and tp.max_violation <= tol:
+            return tp.seconds
+    return None
+
+
+def child_solve(args) -> dict:
+    """Runs in a subprocess: load, (warm the compiled kernel), solve with a 0.1% target, report."""
+    import numpy as np
+
+    from planner.backends import make_kernel
+    from planner.instance import count_users, load_instance, load_partition
+    from planner.solver import SolverConfig, solve
+
+    cfg = SolverConfig(gap_tol=1e-3, violation_tol=1e-3, time_limit_s=args.time_limit)
+    t_load = time.perf_counter()
+    extra = {}
+    if args.backend == "ray":
+        import ray
+
+        from planner.ray_backend import RayConfig, RayKernel, connect_ray
+
+        connect_ray(temp_dir=tempfile.mkdtemp(prefix="rgb-", dir="/tmp"))
+        header = load_partition(args.instance, 0, 0)
+        kernel = RayKernel(args.instance, header.K, count_users(args.instance), RayConfig())
+        b = header.b
+        extra["workers"] = len(kernel.descriptions)
+        extra["worker_backend"] = kernel.worker_backend
+    else:
+        inst = load_instance(args.instance)
+        kernel = make_kernel(args.backend, inst)
+        b = inst.b
+    kernel.evaluate(np.zeros(len(b)), 0.01)  # compile / load the Numba cache outside the timed solve
+    setup_s = time.perf_counter() - t_load
+    sol = solve(kernel, b, cfg)
+    if args.backend == "ray":
+        kernel.close()
+        ray.shutdown()
+    cert = sol.certificate
+    return {
+        "seconds_to_gap_0_5pct": _first_time(sol.trace, 5e-3),
+        "seconds_to_gap_0_1pct": _first_time(sol.trace, 1e-3),
+        "seconds": sol.seconds, "gap": cert.gap, "max_violation": cert.max_violation,
+        "dual_objective": cert.dual_objective, "primal_objective": cert.primal_objective,
+        "passes": sol.iterations, "setup_seconds": setup_s, "peak_rss_mb": _peak_rss_mb(), **extra,
+    }
+
+
+def child_highs(args) -> dict:
+    from planner.highs import solve_exact
+    from planner.instance import load_instance
+
+    inst = load_instance(args.instance)
+    res = solve_exact(inst, time_limit_s=args.time_limit)
+    return {"highs_seconds": res.seconds, "highs_status": res.status, "highs_objective": res.objective,
+            "highs_peak_rss_mb": _peak_rss_mb()}
+
+
+def _run_child(kind: str, instance: Path, backend: str, time_limit: float) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--instance", str(instance),
+           "--backend", backend, "--time-limit", str(time_limit)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=time_limit + 600, cwd=str(ROOT))
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+    return json.loads(lines[-1])
+
+
+def _fmt(x, spec=".2f"):
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return x
+    return format(x, spec)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="small,medium,large", help=f"comma list of {', '.join(SIZES)}")
+    p.add_argument("--backends", default="numpy,numba,ray", help="comma list of numpy, numba, cupy, ray")
+    p.add_argument("--quick", action="store_true", help="small size, numpy and numba only")
+    p.add_argument("--highs-max-n", type=int, default=200_000, help="run HiGHS only up to this many users")
+    p.add_argument("--highs-time-limit", type=float, default=600.0, help="HiGHS time limit per instance (s)")
+    p.add_argument("--time-limit", type=float, default=300.0, help="our solver's time limit per run (s)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--child", choices=("solve", "highs"), help=argparse.SUPPRESS)
+    p.add_argument("--instance", help=argparse.SUPPRESS)
+    p.add_argument("--backend", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "raygate-numba-cache"))
+    if args.child:
+        out = child_solve(args) if args.child == "solve" else child_highs(args)
+        print(json.dumps(out))
+        return 0
+
+    if args.quick:
+        args.sizes, args.backends = "small", "numpy,numba"
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    from planner.backends import cupy_status
+    from planner.generate import GeneratorConfig, generate_instance
+    from planner.instance import save_instance
+
+    if "cupy" in backends and not cupy_status()[0]:
+        print(f"# cupy skipped: {cupy_status()[1]}")
+        backends.remove("cupy")
+    results = []
+    workdir = Path(tempfile.mkdtemp(prefix="planner-bench-"))
+    print(f"# planner benchmark: cpus={os.cpu_count()} sizes={sizes} backends={backends} "
+          f"highs up to n={args.highs_max_n} (limit {args.highs_time_limit:.0f}s)")
+    try:
+        for size in sizes:
+            n, J, K = SIZES[size]
+            t0 = time.perf_counter()
+            inst = generate_instance(GeneratorConfig(n=n, J=J, K=K, seed=args.seed))
+            path = workdir / f"{size}.npz"
+            save_instance(path, inst)
+            gen_s = time.perf_counter() - t0
+            del inst
+            print(f"# {size}: n={n} J={J} K={K} generated in {gen_s:.1f}s")
+            if n <= args.highs_max_n:
+                highs = _run_child("highs", path, "highs", args.highs_time_limit)
+            else:
+                highs = {"highs_status": f"skipped (n > {args.highs_max_n}; ~22 min at 1M x 10 x 100)"}
+            for backend in backends:
+                row = {"size": size, "n": n, "J": J, "K": K, "backend": backend}
+                row.update(_run_child("solve", path, backend, args.time_limit))
+                row.update({k: v for k, v in highs.items()})
+                if row.get("highs_objective") == row.get("highs_objective") and "highs_objective" in row \
+                        and "primal_objective" in row:
+                    opt = row["highs_objective"]
+                    row["primal_vs_optimum"] = (row["primal_objective"] - opt) / opt
+                    row["dual_vs_optimum"] = (row["dual_objective"] - opt) / opt
+                if row.get("seconds_to_gap_0_5pct") and row.get("highs_seconds") and \
+                        row.get("highs_status") == "Optimal":
+                    row["highs_over_ours_0_5pct"] = row["highs_seconds"] / row["seconds_to_gap_0_5pct"]
+                results.append(row)
+                print(f"#   {backend}: {json.dumps(row)}", flush=True)
+    finally:
+        for f in workdir.glob("*"):
+            f.unlink()
+        workdir.rmdir()
+
+    header = ["size", "backend", "t0.5%(s)", "t0.1%(s)", "gap", "viol", "passes", "rss(MB)", "highs(s)",
+              "highs/ours", "primal-vs-opt"]
+    print()
+    print(" | ".join(f"{h:>13}" for h in header))
+    for r in results:
+        cells = [r["size"], r["backend"], _fmt(r.get("seconds_to_gap_0_5pct")),
+                 _fmt(r.get("seconds_to_gap_0_1pct")), _fmt(r.get("gap"), ".2e"), _fmt(r.get("max_violation"), ".2e"),
+                 _fmt(r.get("passes"), "d"), _fmt(r.get("peak_rss_mb"), ".0f"),
+                 _fmt(r.get("highs_seconds")) if r.get("highs_seconds") is not None else "skipped",
+                 _fmt(r.get("highs_over_ours_0_5pct"), ".1f"), _fmt(r.get("primal_vs_optimum"), ".2e")]
+        if "error" in r:
+            cells[2] = "error: " + r["error"][:60]
+        print(" | ".join(f"{c:>13}" for c in cells))
+    print("# gap: (dual - primal) / dual of the online rule at the returned prices; viol: largest overshoot "
+          "max_k(consumption/b - 1); rss: peak RSS of the solving process (ray: driver only)")
+    summary = {"benchmark": "planner", "cpus": os.cpu_count(), "results": [
+        {k: r.get(k) for k in ("size", "n", "J", "K", "backend", "seconds_to_gap_0_5pct", "seconds_to_gap_0_1pct",
+                               "gap", "max_violation", "peak_rss_mb", "passes", "highs_seconds", "highs_status",
+                               "highs_over_ours_0_5pct", "primal_vs_optimum", "dual_vs_optimum", "error")
+         if k in r} for r in results]}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
