@@ -1,0 +1,98 @@
+"""raygate for bench/gateway.py: embedded Redis + a local Ray on loopback + the Platform serving the quickstart.
+
+Default gateway settings (one gateway process, access log on), on the given port. Started by bench/gateway.py
+as its own process (session leader, so Ray's processes share its process group); prints `PID <pid>` for the
+Redis server (which runs in a session of its own), then `READY <url>` once POST /linear answers; on SIGTERM it
+stops the Platform, Ray and Redis.
+
+    python bench/_raygate_server.py --port 8123 --work-dir /tmp/rgb-x/rg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# bench/gateway.py would shadow the `gateway` package (and Ray workers inherit the driver's sys.path): drop bench/.
+sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or ".") not in (ROOT, os.path.dirname(
+    os.path.abspath(__file__)))]
+
+BODY = json.dumps({"x": [0.5 * (i + 1) for i in range(16)]}).encode()
+
+
+def wait_answering(url: str, timeout_s: float) -> None:
+    """POST the quickstart body until it gets a 200 (the apply returned, but be sure the route is live)."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(url, data=BODY, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except Exception as exc:  # noqa: BLE001 - keep trying until the deadline
+            last = exc
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer 200 in {timeout_s}s (last error: {last!r})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--work-dir", required=True, help="short directory for Redis data, Ray's temp dir, metrics")
+    parser.add_argument("--spec", default=os.path.join(ROOT, "deploy", "examples", "quickstart.yaml"))
+    args = parser.parse_args()
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    import ray
+
+    from deploy.controller import ControllerConfig
+    from deploy.embedded import EmbeddedRedis, free_port, start_local_ray
+    from deploy.platform import Platform
+    from deploy.spec import load_spec
+    from gateway.config import GatewayConfig
+
+    work = args.work_dir
+    os.makedirs(work, exist_ok=True)
+    redis = platform = None
+    try:
+        redis = EmbeddedRedis(data_dir=os.path.join(work, "redis"), port=free_port()).start()
+        print(f"PID {redis.process.pid}", flush=True)
+        start_local_ray(temp_dir=os.path.join(work, "r"), log_to_driver=False)
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # in case ray.init installed its own
+        metrics_dir = os.path.join(work, "metrics")
+        os.makedirs(metrics_dir, exist_ok=True)
+        gateway = GatewayConfig(port=args.port, admin_token="bench-" + os.urandom(8).hex(), num_gateways=1,
+                                access_log=True, metrics_dir=metrics_dir)
+        platform = Platform(ControllerConfig(redis_url=redis.url, gateway=gateway)).start()
+        platform.apply(load_spec(args.spec))
+        url = f"http://127.0.0.1:{args.port}/linear"
+        wait_answering(url, 60)
+        print(f"READY {url}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        if platform is not None:
+            try:
+                platform.stop()
+            except Exception as exc:  # noqa: BLE001 - keep tearing down
+                print(f"platform.stop failed: {exc!r}", flush=True)
+        if ray.is_initialized():
+            ray.shutdown()
+        if redis is not None:
+            redis.stop()
+        print("STOPPED", flush=True)
+
+
+if __name__ == "__main__":
+    main()
