@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 import orjson
 
+from deploy.rundir import default_run_dir, read_run_info
 from deploy.spec import SpecError, load_spec
-from deploy.up import UpOptions, default_run_dir, read_run_info, run_up
 
 __all__ = ["main"]
 
@@ -84,6 +84,8 @@ def cli(run_dir: str, url: str | None, token: str | None) -> None:
 @click.pass_context
 def up(ctx, spec, host, port, num_gateways, num_cpus) -> None:
     """Start Redis and Ray when REDIS_URL/RAY_ADDRESS are unset, deploy SPEC (default: the quickstart), serve."""
+    from deploy.up import UpOptions, run_up
+
     options = UpOptions(spec_path=spec, run_dir=Path(ctx.find_root().params["run_dir"]),
                         redis_url=os.environ.get("REDIS_URL") or None,
                         ray_address=os.environ.get("RAY_ADDRESS") or None,
@@ -246,6 +248,10 @@ def plan(args) -> None:
 
 
 def main() -> None:
+    if not os.environ.get("RAY_ADDRESS"):
+        # Read by Ray when it is first imported (and by every Ray process it starts): with a local Ray,
+        # every Ray socket binds loopback.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     cli(prog_name="raygate")
 
 

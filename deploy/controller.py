@@ -106,6 +106,7 @@ class Controller:
         self.table = RoutingTable(version=0, channel_token=self.channel_token)
         self._table_changed = asyncio.Event()
         self._dirty = False
+        self._save_pending = False
         self.generation = 0
         self.apply_status: dict = {"generation": 0, "state": "idle", "error": None}
         self._apply_lock: asyncio.Lock | None = None
@@ -224,6 +225,8 @@ class Controller:
                     log.exception("control_stage_failed", stage=stage.__name__, error=repr(exc))
             if self._dirty:
                 self._publish()
+            if self._save_pending:
+                self._save_pending = False
                 self._spawn(self._save())
             await asyncio.sleep(max(0.05, self.config.health_period_s - (time.monotonic() - started)))
 
@@ -360,6 +363,7 @@ class Controller:
         version = max(self.table.version + 1, int(time.time() * 1000))
         self.table = self._build_table(version)
         self._dirty = False
+        self._save_pending = True  # the replica set may have changed: persist it on the next tick
         event, self._table_changed = self._table_changed, asyncio.Event()
         event.set()
 

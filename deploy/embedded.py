@@ -113,9 +113,13 @@ def start_local_ray(temp_dir: str | os.PathLike | None = None, num_cpus: float |
 
     No dashboard: its job API on a network has been an attack path, and raygate has its own admin API.
     """
+    os.environ.update(loopback_ray_env())  # read by every Ray process this call starts
     import ray
+    from ray._private import ray_constants
 
-    os.environ.update(loopback_ray_env())
+    # The driver read RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it first imported Ray; if that was before
+    # this call, align the value it keeps so that it, too, picks the loopback address.
+    ray_constants.ENABLE_RAY_CLUSTER = False
     init_kwargs = dict(
         address="local",
         namespace=namespace,

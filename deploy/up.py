@@ -18,14 +18,11 @@ import orjson
 
 from deploy.controller import ApplyError, ControllerConfig
 from deploy.embedded import EmbeddedRedis, RedisNotInstalled, start_local_ray
+from deploy.rundir import read_run_info
 from deploy.spec import GatewaySpec, Spec, load_spec
 from gateway.config import GatewayConfig
 
-__all__ = ["UpOptions", "run_up", "default_run_dir", "read_run_info"]
-
-
-def default_run_dir() -> Path:
-    return Path(os.environ.get("RAYGATE_RUN_DIR") or Path.home() / ".raygate")
+__all__ = ["UpOptions", "run_up"]
 
 
 @dataclass(frozen=True)
@@ -38,13 +35,6 @@ class UpOptions:
     port: int | None = None  # gateway port (overrides the spec)
     num_gateways: int | None = None  # gateway processes (overrides the spec)
     num_cpus: float | None = None  # CPUs of a local Ray (default: the machine's)
-
-
-def read_run_info(run_dir: Path) -> dict | None:
-    try:
-        return orjson.loads((Path(run_dir) / "up.json").read_bytes())
-    except (OSError, ValueError):
-        return None
 
 
 def _quickstart_path() -> str:

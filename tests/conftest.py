@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+# Before anything imports Ray: keeps every Ray socket of the test cluster on loopback.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "raygate-numba-cache"))
 
 
@@ -59,3 +61,64 @@ def ray_cluster(run_root):
     context = start_local_ray(temp_dir=run_root / "ray", num_cpus=4, log_to_driver=False)
     yield context
     ray.shutdown()
+
+
+TEST_APPS = """
+apps:
+  - name: errors
+    route_prefix: /flaky
+    ingress: flaky
+    deployments:
+      - name: flaky
+        import_path: deploy.examples.models:Flaky
+        resources: {num_cpus: 0.05}
+  - name: slow
+    route_prefix: /slow
+    ingress: slow
+    deployments:
+      - name: slow
+        import_path: deploy.examples.models:Slow
+        max_ongoing_requests: 1
+        max_queued_requests: 2
+        request_timeout_s: 20
+        resources: {num_cpus: 0.05}
+"""
+
+
+def platform_spec():
+    """The quickstart and ensemble examples plus small apps for the error paths, as one spec."""
+    import yaml
+
+    from deploy.spec import parse_spec
+
+    apps = []
+    for path in ("deploy/examples/quickstart.yaml", "deploy/examples/ensemble.yaml"):
+        apps += yaml.safe_load(Path(path).read_text())["apps"]
+    apps += yaml.safe_load(TEST_APPS)["apps"]
+    return parse_spec({"apps": apps})
+
+
+class RunningPlatform:
+    def __init__(self, platform, url: str, admin_token: str, spec) -> None:
+        self.platform = platform
+        self.url = url
+        self.admin_token = admin_token
+        self.spec = spec
+
+
+@pytest.fixture(scope="session")
+def platform(ray_cluster, redis_url, run_root):
+    """raygate on the session's Ray: two gateway processes on one port, the apps of `platform_spec`."""
+    from deploy.controller import ControllerConfig
+    from deploy.embedded import free_port
+    from deploy.platform import Platform
+    from gateway.config import GatewayConfig
+
+    port = free_port()
+    gateway = GatewayConfig(port=port, num_gateways=2, admin_token="test-admin-token",
+                            metrics_dir=str(run_root / "metrics"))
+    running = Platform(ControllerConfig(redis_url=redis_url, gateway=gateway)).start()
+    spec = platform_spec()
+    running.apply(spec)
+    yield RunningPlatform(running, f"http://127.0.0.1:{port}", "test-admin-token", spec)
+    running.stop()

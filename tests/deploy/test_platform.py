@@ -1,0 +1,220 @@
+"""The serving path on a real Ray, a real Redis and real HTTP: quickstart, ensemble, error answers,
+backpressure, status, failed applies and controller restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+import ray
+from aiohttp import ClientSession, TCPConnector
+
+from deploy.controller import ApplyError
+from deploy.examples.models import WEIGHTS
+from deploy.spec import parse_spec
+
+pytestmark = pytest.mark.integration
+
+
+def expected_y(x, scale=1.0, bias=0.0):
+    return bias + sum(w * scale * v for w, v in zip(WEIGHTS, x))
+
+
+async def _post(session, url, body: bytes, **headers):
+    async with session.post(url, data=body, headers={"Content-Type": "application/json", **headers}) as response:
+        return response.status, response.headers.copy(), await response.read()
+
+
+async def test_quickstart_answers_1000_requests_with_the_90_10_split(platform):
+    """1,000 requests all answer the right y; v2's share is within 4 standard deviations of 10%."""
+    rng = random.Random(5)
+    inputs = [[rng.uniform(-5, 5) for _ in range(16)] for _ in range(1000)]
+    semaphore = asyncio.Semaphore(32)
+    async with ClientSession(connector=TCPConnector(limit=32)) as session:
+        async def one(x):
+            async with semaphore:
+                return await _post(session, platform.url + "/linear", orjson.dumps({"x": x}))
+        results = await asyncio.gather(*(one(x) for x in inputs))
+    versions = {"v1": 0, "v2": 0}
+    for x, (status, headers, body) in zip(inputs, results):
+        assert status == 200, body
+        assert orjson.loads(body)["y"] == pytest.approx(expected_y(x), rel=1e-9, abs=1e-9)
+        versions[headers["X-Raygate-Version"]] += 1
+        assert headers["X-Raygate-Replica"].startswith("quickstart.linear." + headers["X-Raygate-Version"])
+    share = versions["v2"] / 1000
+    assert abs(share - 0.10) < 4 * (0.1 * 0.9 / 1000) ** 0.5, versions
+
+
+async def test_ensemble_averages_two_deployments(platform):
+    """The ensemble calls model_a (scale 1) and model_b (scale 3) through handles and averages them."""
+    x = [float(i) for i in range(16)]
+    async with ClientSession() as session:
+        status, _, body = await _post(session, platform.url + "/ensemble", orjson.dumps({"x": x}))
+    answer = orjson.loads(body)
+    assert status == 200, answer
+    assert answer["members"] == pytest.approx([expected_y(x, 1.0), expected_y(x, 3.0)])
+    assert answer["y"] == pytest.approx((expected_y(x, 1.0) + expected_y(x, 3.0)) / 2)
+
+
+async def test_error_answers(platform):
+    """Bad JSON 400, unknown route 404, oversize body 413; all JSON errors with a request id."""
+    async with ClientSession() as session:
+        status, headers, body = await _post(session, platform.url + "/linear", b'{"x": [1, 2', **{"X-Request-Id": "req-7"})
+        assert status == 400 and orjson.loads(body)["error"]["code"] == "bad_request"
+        assert headers["X-Request-Id"] == "req-7"
+        status, _, body = await _post(session, platform.url + "/does-not-exist", b"{}")
+        assert status == 404 and orjson.loads(body)["error"]["code"] == "route_not_found"
+        status, _, body = await _post(session, platform.url + "/linear", b"[" + b"1," * (1 << 20) + b"1]")
+        assert status == 413 and orjson.loads(body)["error"]["code"] == "payload_too_large"
+
+
+async def test_raising_model_answers_500_and_keeps_serving(platform):
+    async with ClientSession() as session:
+        status, _, body = await _post(session, platform.url + "/flaky", b'{"fail": true}', **{"X-Request-Id": "boom-1"})
+        error = orjson.loads(body)["error"]
+        assert status == 500 and error["request_id"] == "boom-1" and "asked to fail" in error["message"]
+        for _ in range(5):
+            status, _, body = await _post(session, platform.url + "/flaky", b"{}")
+            assert status == 200 and orjson.loads(body) == {"ok": True}
+
+
+async def test_saturated_deployment_answers_503_instead_of_queueing_without_bound(platform):
+    """/slow runs one request at a time and queues two per gateway: of 16 concurrent requests, the excess
+    is refused at once with 503 and Retry-After, and the rest succeed."""
+    async with ClientSession() as session:
+        started = time.monotonic()
+        results = await asyncio.gather(*(_post(session, platform.url + "/slow", b'{"seconds": 0.3}')
+                                         for _ in range(16)))
+    codes = [status for status, _, _ in results]
+    assert set(codes) <= {200, 503}, codes
+    assert codes.count(503) >= 16 - 2 * 3, codes  # at most (1 running + 2 queued) per gateway accepted
+    assert codes.count(200) >= 1
+    refused = [headers for status, headers, _ in results if status == 503]
+    assert all(h["Retry-After"] == "1" for h in refused)
+    assert time.monotonic() - started < 15
+
+
+def test_status_lists_every_replica(platform):
+    """Status names each replica's actor id, node, pid, version and state; `raygate status --json` agrees."""
+    status = platform.platform.status()
+    quickstart = next(a for a in status["apps"] if a["name"] == "quickstart")
+    versions = {v["name"]: v for v in quickstart["deployments"][0]["versions"]}
+    assert versions["v1"]["weight"] == 90 and versions["v2"]["weight"] == 10
+    assert versions["v1"]["running"] == 2 and versions["v2"]["running"] == 1
+    for replica in versions["v1"]["replicas"] + versions["v2"]["replicas"]:
+        assert replica["state"] == "RUNNING" and replica["pid"] > 0
+        assert len(replica["actor_id"]) > 8 and len(replica["node_id"]) > 8
+    cli = subprocess.run([sys.executable, "-m", "deploy.cli", "--url", platform.url, "--token", platform.admin_token,
+                          "status", "--json"], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    data = orjson.loads(cli.stdout)
+    pids = {r["pid"] for a in data["apps"] for d in a["deployments"] for v in d["versions"] for r in v["replicas"]}
+    assert {r["pid"] for r in versions["v1"]["replicas"]} <= pids
+    table = subprocess.run([sys.executable, "-m", "deploy.cli", "--url", platform.url, "--token",
+                            platform.admin_token, "status"], capture_output=True, text=True, timeout=60)
+    assert "quickstart" in table.stdout and "RUNNING" in table.stdout and "WEIGHT" in table.stdout
+
+
+async def test_failed_apply_leaves_running_apps_untouched(platform):
+    """A spec whose code cannot be imported is refused; the apps that ran before still answer."""
+    doc = platform.spec.to_dict()
+    doc["apps"][0]["deployments"][0]["versions"][0]["import_path"] = "no_such_module_here:Model"
+    with pytest.raises(ApplyError, match="no_such_module_here"):
+        platform.platform.apply(parse_spec(doc))
+    status = platform.platform.status()
+    assert status["apply"]["state"] == "failed"
+    async with ClientSession() as session:
+        code, headers, body = await _post(session, platform.url + "/linear", orjson.dumps({"x": [1.0] * 16}))
+    assert code == 200 and orjson.loads(body)["y"] == pytest.approx(expected_y([1.0] * 16))
+    platform.platform.apply(platform.spec)  # back to the fixture's spec for the next tests
+
+
+def test_gateway_serves_on_uvloop(platform):
+    gateways = platform.platform.gateways()
+    assert len(gateways) == 2
+    assert ray.get([g.loop_type.remote() for g in gateways]) == ["uvloop.Loop", "uvloop.Loop"]
+
+
+async def test_metrics_scrape_sees_the_whole_node_and_never_goes_back(platform):
+    """With two gateway processes on one port, every scrape (whichever process answers) counts all requests."""
+    def total(text: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith('raygate_requests_total{app="errors"'))
+
+    async with ClientSession() as before_session:
+        async with before_session.get(platform.url + "/metrics") as r:
+            before = total(await r.text())
+    # new connections each time, so SO_REUSEPORT spreads them over both processes
+    for _ in range(40):
+        async with ClientSession(connector=TCPConnector(force_close=True)) as session:
+            status, _, _ = await _post(session, platform.url + "/flaky", b"{}")
+            assert status == 200
+    served_by = {s["pid"]: s["served"] for s in ray.get([g.stats.remote() for g in platform.platform.gateways()])}
+    assert all(n > 0 for n in served_by.values()), served_by  # both processes answered traffic
+    seen = []
+    for _ in range(8):
+        async with ClientSession(connector=TCPConnector(force_close=True)) as session:
+            async with session.get(platform.url + "/metrics") as r:
+                seen.append(total(await r.text()))
+    assert all(value >= before + 40 for value in seen), (before, seen)
+    assert seen == sorted(seen)
+
+
+async def test_killed_replica_is_replaced_and_traffic_keeps_flowing(platform):
+    """SIGKILL of a quickstart replica: requests keep succeeding (retried on live replicas), and the
+    controller brings the version back to its replica count."""
+    status = platform.platform.status()
+    v1 = next(a for a in status["apps"] if a["name"] == "quickstart")["deployments"][0]["versions"][0]
+    victim = v1["replicas"][0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    failures = 0
+    async with ClientSession() as session:
+        for _ in range(200):
+            code, _, _ = await _post(session, platform.url + "/linear", orjson.dumps({"x": [1.0] * 16}))
+            failures += code != 200
+    assert failures == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        v1 = next(a for a in platform.platform.status()["apps"] if a["name"] == "quickstart")["deployments"][0]["versions"][0]
+        ids = {r["replica_id"] for r in v1["replicas"] if r["state"] == "RUNNING"}
+        if len(ids) == 2 and victim["replica_id"] not in ids:
+            break
+        await asyncio.sleep(0.25)
+    else:
+        pytest.fail(f"v1 not restored to 2 replicas: {v1}")
+
+
+async def test_restarted_controller_picks_up_where_it_was(platform):
+    """Kill the controller process: Ray restarts it, it reloads the spec from Redis, adopts the running
+    replicas (same ids) and gateways keep serving throughout."""
+    before = platform.platform.status()
+    replica_ids = {r["replica_id"] for a in before["apps"] for d in a["deployments"] for v in d["versions"]
+                   for r in v["replicas"]}
+    ray.kill(platform.platform.controller, no_restart=False)
+    async with ClientSession() as session:
+        for _ in range(20):
+            code, _, _ = await _post(session, platform.url + "/linear", orjson.dumps({"x": [0.5] * 16}))
+            assert code == 200
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            after = ray.get(platform.platform.controller.status.remote(), timeout=10)
+            if after["apps"]:
+                break
+        except Exception:
+            pass
+        assert time.monotonic() < deadline, "controller did not come back"
+        await asyncio.sleep(0.5)
+    ray.get(platform.platform.controller.start.remote(), timeout=30)
+    after = ray.get(platform.platform.controller.status.remote())
+    adopted = {r["replica_id"] for a in after["apps"] for d in a["deployments"] for v in d["versions"]
+               for r in v["replicas"]}
+    assert replica_ids <= adopted
+    assert after["table_version"] > before["table_version"]
