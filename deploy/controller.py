@@ -39,7 +39,7 @@ class ControllerConfig:
     redis_url: str | None = None  # where the last applied spec is kept; None: memory only
     name: str = "raygate-controller"  # actor name
     namespace: str = "raygate"  # Ray namespace of every raygate actor
-    replica_host: str = "127.0.0.1"  # bind address of replicas' direct channels (node address in a cluster)
+    replica_host: str | None = None  # bind address of replicas' direct channels; None: each node's Ray address
     health_period_s: float = 0.5  # time between health probes of a replica
     health_timeout_s: float = 1.0  # a probe slower than this counts as failed
     unhealthy_after: int = 2  # consecutive failed probes before a replica is replaced

@@ -87,15 +87,14 @@ def run_up(options: UpOptions, out=sys.stdout) -> int:
         metrics_dir = run_dir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
-        admin_token = secrets.token_urlsafe(24)
+        admin_token = os.environ.get("RAYGATE_ADMIN_TOKEN") or secrets.token_urlsafe(24)
         host = options.host or gateway_spec.host
         port = options.port if options.port is not None else gateway_spec.port
         gateway = GatewayConfig(
             host=host, port=port, num_gateways=options.num_gateways or gateway_spec.num_gateways,
             max_body_bytes=gateway_spec.max_body_bytes, access_log=gateway_spec.access_log,
             admin_token=admin_token, metrics_dir=str(metrics_dir))
-        replica_host = "127.0.0.1" if not options.ray_address else ray.util.get_node_ip_address()
-        controller_config = ControllerConfig(redis_url=redis_url, gateway=gateway, replica_host=replica_host)
+        controller_config = ControllerConfig(redis_url=redis_url, gateway=gateway)
         from deploy.platform import Platform
 
         platform = Platform(controller_config).start()

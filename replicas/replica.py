@@ -33,7 +33,7 @@ class ReplicaConfig:
     init_kwargs: dict = field(default_factory=dict)  # keyword arguments for the class
     max_ongoing_requests: int = 32  # requests run at once; more are answered BUSY and go elsewhere
     channel_token: bytes = b""  # shared secret routers present on connect
-    bind_host: str = "127.0.0.1"  # address of the direct channel (the node's address in a cluster)
+    bind_host: str | None = None  # address of the direct channel; None: this node's Ray address
     controller_name: str = "raygate-controller"  # named controller actor, for handles
     namespace: str = "raygate"  # Ray namespace
 
@@ -53,8 +53,11 @@ class Replica:
         user = load_callable(config.import_path, tuple(config.init_args), dict(config.init_kwargs))
         self.user = user
         self.core = ReplicaCore(self.loop, user, config.max_ongoing_requests, config.channel_token)
+        import ray
+
+        self.host = config.bind_host or ray.util.get_node_ip_address()
         self.server = self._on_loop(self.loop.create_server(
-            lambda: ChannelServerProtocol(self.core), config.bind_host, 0, backlog=1024))
+            lambda: ChannelServerProtocol(self.core), self.host, 0, backlog=1024))
         self.port = self.server.sockets[0].getsockname()[1]
 
     def _run_loop(self) -> None:
@@ -69,7 +72,7 @@ class Replica:
         import ray
 
         runtime = ray.get_runtime_context()
-        return {"host": self.config.bind_host, "port": self.port, "pid": os.getpid(),
+        return {"host": self.host, "port": self.port, "pid": os.getpid(),
                 "node_id": runtime.get_node_id(), "actor_id": runtime.get_actor_id(),
                 "loop": type(self.loop).__module__ + "." + type(self.loop).__name__}
 
