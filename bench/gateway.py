@@ -54,6 +54,7 @@ READY_TIMEOUT_S = 240.0
 TARGET_RATIO_C64 = 0.5  # raygate at 64 connections: >= 50% of the ceiling's req/s ...
 TARGET_P99_MS_C64 = 15.0  # ... with p99 under 15 ms
 TARGET_RATIO_C8 = 0.25  # raygate at 8 connections: >= 25% of the ceiling's req/s
+BUSY_CPU_PCT = 10.0  # other processes using more than this (% of one core) during a run: say so
 CHECK_REQUESTS = 20  # correctness requests before and after the load (both quickstart versions get some)
 
 # This file is bench/gateway.py: with bench/ on sys.path, `import gateway` would find it instead of the package.
@@ -163,6 +164,33 @@ def _pids_in(pgid: int) -> list[int]:
             if stat is not None and (stat[0] == pgid or stat[1] == pgid):
                 found.append(int(entry))
     return found
+
+
+def _cpu_ticks_by_pid() -> dict[int, tuple[int, int, int, int]]:
+    """pid -> (pgrp, session, ppid, utime+stime ticks) for every live process."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()
+        out[int(entry)] = (int(fields[2]), int(fields[3]), int(fields[1]), int(fields[11]) + int(fields[12]))
+    return out
+
+
+def foreign_cpu(before: dict, after: dict, ours: set[int], wall_s: float) -> float:
+    """CPU% (100 = one core) used during a run by processes that are not the benchmark's: not this process, its
+    children (wrk), nor the server's process group/session. A lower bound: processes that exited are missed."""
+    me = os.getpid()
+    ticks = 0
+    for pid, (pgrp, sid, ppid, used) in after.items():
+        if pid == me or ppid == me or pgrp in ours or sid in ours or pid in ours:
+            continue
+        ticks += used - before.get(pid, (0, 0, 0, used if pid in before else 0))[3]
+    return round(100.0 * ticks / os.sysconf("SC_CLK_TCK") / wall_s, 1)
 
 
 @dataclass
@@ -286,12 +314,16 @@ def bench_system(name: str, work: Path, duration_s: int, warmup_s: int, body: by
         for connections in CONNECTIONS:
             time.sleep(1.0)  # let anything queued by the previous run drain
             load = os.getloadavg()[0]
+            ours = {server.proc.pid, *server.extra}
+            ticks_before, t0 = _cpu_ticks_by_pid(), time.monotonic()
             parsed, out = run_wrk(url, connections, duration_s)
+            parsed["other_cpu_pct"] = foreign_cpu(ticks_before, _cpu_ticks_by_pid(), ours, time.monotonic() - t0)
             parsed["loadavg_1m_before"] = round(load, 2)
             record["runs"][connections] = parsed
             (work / f"{name}.wrk.c{connections}.txt").write_text(out)
             log(f"[{name}] c={connections}: {parsed['rps']:.0f} req/s, p50 {parsed['p50_ms']:.2f} ms, "
-                f"p99 {parsed['p99_ms']:.2f} ms, errors {parsed['errors']}")
+                f"p99 {parsed['p99_ms']:.2f} ms, errors {parsed['errors']}; other processes used "
+                f"{parsed['other_cpu_pct']:.0f}% CPU meanwhile")
         time.sleep(1.0)
         problem = check_answers(url, body, want)
         if problem:
@@ -362,6 +394,9 @@ def summarise(records: dict, args, loads: dict) -> dict:
     flagged = sorted(f"{name}_c{c}" for name, rec in records.items()
                      for c, run in rec["runs"].items() if run["errors"])
     summary["errors_flagged"] = flagged
+    summary["other_cpu_pct"] = {f"{name}_c{c}": run.get("other_cpu_pct") for name, rec in records.items()
+                                for c, run in rec["runs"].items()}
+    summary["machine_busy"] = any((v or 0) >= BUSY_CPU_PCT for v in summary["other_cpu_pct"].values())
     summary["failed"] = sorted(name for name, rec in records.items() if not rec["ok"])
     summary["failures"] = {name: rec.get("error") for name, rec in records.items() if rec.get("error")}
     summary["startup_s"] = {name: rec.get("startup_s") for name, rec in records.items()}
@@ -402,10 +437,12 @@ def versions() -> dict:
 
 
 def print_table(records: dict, summary: dict) -> None:
-    header = f"{'system':<15}{'conns':>6}{'req/s':>11}{'p50 ms':>10}{'p99 ms':>10}{'x ceiling':>11}{'errors':>8}"
+    header = (f"{'system':<15}{'conns':>6}{'req/s':>11}{'p50 ms':>10}{'p99 ms':>10}{'x ceiling':>11}{'errors':>8}"
+              f"{'other CPU%':>12}")
     print()
     print(header)
     print("-" * len(header))
+    busiest = 0.0
     for name, rec in records.items():
         if not rec["runs"]:
             print(f"{name:<15}{'':>6}  FAILED: {rec.get('error', '')[:60]}")
@@ -419,21 +456,27 @@ def print_table(records: dict, summary: dict) -> None:
             ratio = _ratio(run["rps"], ceiling["rps"]) if ceiling else None
             errors = str(run["errors"]) + (" !" if run["errors"] else "")
             print(f"{name:<15}{connections:>6}{run['rps']:>11.1f}{run['p50_ms']:>10.2f}{run['p99_ms']:>10.2f}"
-                  f"{(f'{ratio:.3f}' if ratio is not None else '-'):>11}{errors:>8}")
+                  f"{(f'{ratio:.3f}' if ratio is not None else '-'):>11}{errors:>8}{run['other_cpu_pct']:>12.0f}")
+            busiest = max(busiest, run["other_cpu_pct"])
     print()
 
     def show(value, fmt="{:.3f}"):
         return fmt.format(value) if value is not None else "n/a"
 
+    serve_note = f"(Serve figures: the {summary['serve_config']} configuration, the better at 64)" \
+        if summary["serve_config"] else "(no Serve figures)"
+
     print(f"raygate / ceiling:  {show(summary['ratio_to_ceiling'])} at 64 connections "
           f"(target >= {TARGET_RATIO_C64}), {show(summary['ratio_to_ceiling_c8'])} at 8 (target >= {TARGET_RATIO_C8})")
     print(f"raygate p99 at 64:  {show(summary['raygate_p99_ms'], '{:.2f}')} ms (target < {TARGET_P99_MS_C64} ms)")
-    print(f"raygate / Serve:    {show(summary['ratio_to_serve'], '{:.1f}')}x at 64 connections, "
-          f"{show(summary['ratio_to_serve_c8'], '{:.1f}')}x at 8 (Serve figures: the {summary['serve_config']} "
-          f"configuration, the better at 64)")
+    print(f"raygate / Serve:    {show(summary['ratio_to_serve'], '{:.1f}x')} at 64 connections, "
+          f"{show(summary['ratio_to_serve_c8'], '{:.1f}x')} at 8 {serve_note}")
     print(f"targets met:        {summary['targets_met']} {summary['targets_detail']}")
     if summary["errors_flagged"]:
         print(f"RUNS WITH ERRORS:   {', '.join(summary['errors_flagged'])} (socket errors or non-2xx answers)")
+    if busiest >= BUSY_CPU_PCT:
+        print(f"WARNING:            other processes used up to {busiest:.0f}% CPU (of {100 * (os.cpu_count() or 1)}%) "
+              f"during the runs ('other CPU%'): those figures understate what this machine does when idle")
     if summary["failed"]:
         print(f"FAILED SYSTEMS:     {', '.join(summary['failed'])}")
     print(f"machine: {summary['machine']['nproc']} CPUs, load averages {summary['machine']['loadavg']}; "
