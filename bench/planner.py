@@ -38,6 +38,14 @@ SIZES = {  # name: (n users, J slots, K constraints)
 
 
 def _peak_rss_mb() -> float:
+    """Peak RSS of this process. VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child
+    would report the parent's peak (the parent holds each generated instance)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
