@@ -142,7 +142,8 @@ def _progress(status: dict) -> str:
 
 
 def _all_running(status: dict) -> bool:
-    return all(v["running"] >= v["target"] for a in status["apps"] for d in a["deployments"] for v in d["versions"])
+    return all(v["running"] >= v["target"] and not v.get("rolling")
+               for a in status["apps"] for d in a["deployments"] for v in d["versions"])
 
 
 @cli.command()
@@ -154,13 +155,14 @@ def status(ctx, as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return
-    traffic = {(t["app"], t["deployment"], t["version"]): t["requests"] for t in data["gateway"]["traffic"]}
+    traffic = {(t["app"], t["deployment"], t["version"]): t["requests"] for t in data["traffic"]}
     apply = data["apply"]
     click.echo(f"generation {data['generation']} ({apply.get('state')}), routing table {data['table_version']}, "
                f"{data['gateways']} gateway(s)")
     if apply.get("error"):
         click.echo(f"last apply error: {apply['error']}")
     rows = [("APP", "ROUTE", "DEPLOYMENT", "VERSION", "WEIGHT", "REQUESTS", "REPLICA", "STATE", "PID", "NODE")]
+    # REQUESTS: answered by all gateways since they started
     for app in data["apps"]:
         for dep in app["deployments"]:
             for version in dep["versions"]:

@@ -63,6 +63,7 @@ class ReplicaRecord:
     started_at: float = field(default_factory=time.time)
     ready: asyncio.Task | None = None
     error: str = ""
+    fingerprint: str = ""  # code/config fingerprint the replica runs (rolling updates replace the others)
 
     def info(self) -> ReplicaInfo:
         app, deployment, version = self.key
@@ -79,6 +80,7 @@ class VersionState:
     start_failures: int = 0
     next_start_at: float = 0.0
     last_error: str = ""
+    rolling: bool = False  # a rolling update is replacing replicas one at a time
 
 
 def _short_error(exc: BaseException) -> str:
@@ -173,7 +175,8 @@ class Controller:
                 info = await asyncio.wait_for(actor.ready.remote(), self.config.health_timeout_s * 3)
             except Exception:
                 continue
-            record = ReplicaRecord(replica_id, tuple(key), actor, state=RUNNING)
+            record = ReplicaRecord(replica_id, tuple(key), actor, state=RUNNING,
+                                   fingerprint=state.resolved.fingerprint)
             self._fill(record, info)
             state.replicas[replica_id] = record
             adopted += 1
@@ -253,7 +256,7 @@ class Controller:
             controller_name=self.config.name, namespace=self.config.namespace,
         )
         actor = _ReplicaActor.options(**options).remote(config)
-        record = ReplicaRecord(replica_id, resolved.key, actor)
+        record = ReplicaRecord(replica_id, resolved.key, actor, fingerprint=resolved.fingerprint)
         state.replicas[replica_id] = record
         record.ready = self._spawn(self._await_ready(state, record, publish))
         return record
@@ -325,7 +328,12 @@ class Controller:
     async def _reconcile(self) -> None:
         now = time.monotonic()
         for state in list(self.versions.values()):
+            if state.rolling:
+                continue
             live = [r for r in state.replicas.values() if r.state in (STARTING, RUNNING)]
+            if any(r.fingerprint != state.resolved.fingerprint for r in live) and now >= state.next_start_at:
+                self._spawn(self._roll(state))
+                continue
             if len(live) < state.target and now >= state.next_start_at:
                 for _ in range(state.target - len(live)):
                     self._start_replica(state).ready.add_done_callback(_ignore_result)
@@ -354,7 +362,8 @@ class Controller:
                     app=app.name, name=dep.name, versions=tuple(versions),
                     max_ongoing_requests=dep.max_ongoing_requests, max_queued_requests=dep.max_queued_requests,
                     request_timeout_s=dep.request_timeout_s, idempotent=dep.idempotent,
-                    allow_pinning=dep.allow_pinning, max_retries=dep.max_retries)
+                    allow_pinning=dep.allow_pinning, max_retries=dep.max_retries,
+                    hedge_after_s=dep.hedge_after_s)
         return RoutingTable(version=version, apps=tuple(apps), deployments=deployments,
                             channel_token=self.channel_token)
 
@@ -366,6 +375,10 @@ class Controller:
         self._save_pending = True  # the replica set may have changed: persist it on the next tick
         event, self._table_changed = self._table_changed, asyncio.Event()
         event.set()
+
+    def current_table(self) -> RoutingTable:
+        """The table as it is now, without waiting for start-up (gateways ask this before they bind)."""
+        return self.table
 
     async def get_table(self) -> RoutingTable:
         await self.start()
@@ -410,20 +423,28 @@ class Controller:
             log.info("apply_done", generation=generation)
 
     async def _apply_locked(self, spec: Spec) -> None:
+        """New versions start in full; a changed version starts one replica with the new code (a canary).
+        Only when all of them are ready does anything switch; then changed versions roll one replica at a
+        time. Any start failure kills what was started and leaves the running apps as they were."""
         desired = resolve_versions(spec)
         staged: dict[tuple, VersionState] = {}
+        canaries: dict[tuple, VersionState] = {}
         for key, resolved in desired.items():
             current = self.versions.get(key)
-            if current is None or current.resolved.fingerprint != resolved.fingerprint:
+            if current is None:
                 state = VersionState(resolved, resolved.num_replicas)
                 for _ in range(resolved.num_replicas):
                     self._start_replica(state, publish=False)
                 staged[key] = state
-        waits = [r.ready for s in staged.values() for r in list(s.replicas.values())]
+            elif current.resolved.fingerprint != resolved.fingerprint and resolved.num_replicas > 0:
+                canary = VersionState(resolved, 1)
+                self._start_replica(canary, publish=False)
+                canaries[key] = canary
+        waits = [r.ready for s in (*staged.values(), *canaries.values()) for r in list(s.replicas.values())]
         results = await asyncio.gather(*waits, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
-            for state in staged.values():
+            for state in (*staged.values(), *canaries.values()):
                 for record in state.replicas.values():
                     self._kill(record)
             raise ApplyError(f"spec not applied, running apps left unchanged: {errors[0]}")
@@ -435,6 +456,8 @@ class Controller:
             else:
                 state = old[key]
                 state.resolved, state.target = resolved, resolved.num_replicas
+                if key in canaries:
+                    state.replicas.update(canaries[key].replicas)
                 new[key] = state
         retired = [r for k, s in old.items() if new.get(k) is not s for r in s.replicas.values()]
         self.versions = new
@@ -444,6 +467,36 @@ class Controller:
         for record in retired:
             self._spawn(self._retire(record))
         await self._save()
+        rolls = [self._roll(new[key]) for key in canaries]
+        if rolls:
+            await asyncio.gather(*rolls)
+
+    async def _roll(self, state: VersionState) -> None:
+        """Replace replicas running an older fingerprint one at a time: start one (if that keeps the count
+        within target + 1), wait until it is ready and routed, then drain and stop one old replica."""
+        if state.rolling:
+            return
+        state.rolling = True
+        try:
+            while True:
+                live = [r for r in state.replicas.values() if r.state in (STARTING, RUNNING)]
+                old = [r for r in live if r.fingerprint != state.resolved.fingerprint]
+                if not old:
+                    return
+                if len(live) <= state.target:
+                    record = self._start_replica(state)
+                    try:
+                        await record.ready
+                    except ApplyError as exc:
+                        log.warning("rolling_update_paused", version="/".join(state.resolved.key), error=str(exc))
+                        return  # the control loop resumes it after the start back-off
+                victim = old[0]
+                state.replicas.pop(victim.replica_id, None)
+                self._publish()
+                await self._retire(victim)
+                log.info("rolling_update_step", version="/".join(state.resolved.key), replaced=victim.replica_id)
+        finally:
+            state.rolling = False
 
     def get_apply_status(self) -> dict:
         return dict(self.apply_status)
@@ -496,6 +549,9 @@ class Controller:
                         "version": spec_version.name, "state": r.state, "address": f"{r.host}:{r.port}",
                     } for r in (state.replicas.values() if state else ())]
                     versions.append({"name": spec_version.name, "weight": weight,
+                                     "rolling": bool(state and (state.rolling or any(
+                                         r.fingerprint != state.resolved.fingerprint
+                                         for r in state.replicas.values()))),
                                      "target": state.target if state else 0,
                                      "running": sum(r["state"] == RUNNING for r in replicas),
                                      "last_error": state.last_error if state else "", "replicas": replicas})

@@ -87,6 +87,8 @@ class DeploymentSpec(_Model):
     idempotent: bool | None = Field(None, description="retry any method after a replica failure (default: GET/HEAD only)")
     allow_pinning: bool = Field(True, description="honour the X-Raygate-Version request header")
     max_retries: int = Field(3, ge=0, description="retries after a replica failure (idempotent requests)")
+    hedge_after_s: float | None = Field(None, gt=0, description="idempotent only: also send to a second replica "
+                                        "when the first has not answered after this long; first answer wins")
     versions: tuple[VersionSpec, ...] = Field(default=(), description="live versions; default one version 'v1'")
 
     _name = field_validator("name")(lambda cls, v: _check_name(v, "deployment name"))

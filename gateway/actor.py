@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway.config import GatewayConfig
 from gateway.logs import configure_logging
-from gateway.metrics import GatewayMetrics, mark_dead_processes
+from gateway.metrics import GatewayMetrics, MetricsObserver, mark_dead_processes
 from gateway.router import Router
 from gateway.server import build_app
 from gateway.table import RoutingTable
@@ -39,7 +39,23 @@ class ControllerAdmin:
         return await self.controller.get_apply_status.remote()
 
     async def status(self) -> dict:
-        return await self.controller.status.remote()
+        """The controller's view plus every gateway's traffic per version and recent ejections."""
+        status = await self.controller.status.remote()
+        gateways = await self.controller.gateways.remote()
+        stats = await asyncio.gather(*(g.stats.remote() for g in gateways), return_exceptions=True)
+        traffic: dict[tuple, int] = {}
+        ejections = []
+        for item in stats:
+            if isinstance(item, BaseException):
+                continue
+            for row in item["traffic"]:
+                key = (row["app"], row["deployment"], row["version"])
+                traffic[key] = traffic.get(key, 0) + row["requests"]
+            ejections += [dict(e, gateway_pid=item["pid"]) for e in item["ejections"]]
+        status["traffic"] = [{"app": k[0], "deployment": k[1], "version": k[2], "requests": v}
+                             for k, v in sorted(traffic.items())]
+        status["ejections"] = sorted(ejections, key=lambda e: e["at"])
+        return status
 
     async def set_weights(self, app: str, deployment: str, weights: dict[str, float]) -> dict:
         return await self.controller.set_weights.remote(app, deployment, weights)
@@ -89,9 +105,11 @@ class Gateway:
 
         config = self.config
         controller = ray.get_actor(config.controller_name, namespace=config.namespace)
-        self.router = Router(asyncio.get_running_loop())
         self.metrics = GatewayMetrics()
+        self.router = Router(asyncio.get_running_loop(), observer=MetricsObserver(self.metrics))
         self.app = build_app(config, self.router, self.metrics, ControllerAdmin(controller))
+        # A restarted gateway must know the routes before it takes connections (no 404 storm on restart).
+        self.router.update_table(await controller.current_table.remote())
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, config.host, config.port, reuse_port=True, backlog=4096)
@@ -125,7 +143,9 @@ class Gateway:
 
         state = self.app[STATE]
         return {"pid": os.getpid(), "in_flight": state.in_flight, "served": state.served,
-                "table_version": self.router.table.version}
+                "table_version": self.router.table.version, "ejections": list(self.router.ejections),
+                "traffic": [{"app": k[0], "deployment": k[1], "version": k[2], "requests": v}
+                            for k, v in list(state.traffic.items())]}
 
     def stop(self, drain_s: float | None = None) -> bool:
         """Drain: not ready at once, wait for in-flight requests (and a minimum time), then close."""

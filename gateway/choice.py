@@ -19,6 +19,11 @@ class ReplicaSlot:
     in_flight: int = 0  # requests this router has outstanding on the replica
     connection: object | None = None  # gateway.client.ReplicaConnection, opened lazily
     ejected_until: float = 0.0  # monotonic time before which the replica is not chosen
+    probation: bool = False  # ejected: needs a passing data-plane probe before it takes traffic again
+    probing: bool = False  # a re-admission probe is running
+    ejected_at: float = -1e9  # monotonic time of the last ejection
+    ejections: int = 0  # ejections in a row (each one lasts twice as long)
+    latency: float = 0.0  # moving average of answered requests' latency, seconds
     consecutive_failures: int = 0
     retired: bool = False  # gone from the table: close the connection when in_flight reaches 0
     stats: dict = field(default_factory=dict)
@@ -40,15 +45,16 @@ def choose_replica(slots: Sequence[ReplicaSlot], max_ongoing: int, now: float, r
         return None
     if n == 1:
         only = slots[0]
-        ok = only.in_flight < max_ongoing and only.ejected_until <= now and only.replica_id not in excluded
+        ok = (only.in_flight < max_ongoing and only.ejected_until <= now and not only.probation
+              and only.replica_id not in excluded)
         return only if ok else None
     i = int(rng.random() * n)
     j = int(rng.random() * (n - 1))
     if j >= i:
         j += 1
     a, b = slots[i], slots[j]
-    a_ok = a.in_flight < max_ongoing and a.ejected_until <= now and a.replica_id not in excluded
-    b_ok = b.in_flight < max_ongoing and b.ejected_until <= now and b.replica_id not in excluded
+    a_ok = a.in_flight < max_ongoing and a.ejected_until <= now and not a.probation and a.replica_id not in excluded
+    b_ok = b.in_flight < max_ongoing and b.ejected_until <= now and not b.probation and b.replica_id not in excluded
     if a_ok and b_ok:
         return a if a.in_flight <= b.in_flight else b
     if a_ok:
@@ -57,7 +63,8 @@ def choose_replica(slots: Sequence[ReplicaSlot], max_ongoing: int, now: float, r
         return b
     best = None
     for slot in slots:
-        if slot.in_flight < max_ongoing and slot.ejected_until <= now and slot.replica_id not in excluded:
+        if (slot.in_flight < max_ongoing and slot.ejected_until <= now and not slot.probation
+                and slot.replica_id not in excluded):
             if best is None or slot.in_flight < best.in_flight:
                 best = slot
     return best

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
+from collections import deque
 
 from replicas.wire import (
-    KIND_RESPONSE, FrameDecoder, FrameError, decode_response, encode_hello, encode_request,
+    KIND_PONG, KIND_RESPONSE, FrameDecoder, FrameError, decode_response, encode_hello, encode_ping, encode_request,
 )
 
 __all__ = ["ReplicaConnection", "ReplicaUnreachable", "ReplicaConnectionLost"]
@@ -41,6 +43,10 @@ class ReplicaConnection(asyncio.Protocol):
         self._next_call_id = 0
         self._out: list[bytes] = []
         self._decoder = FrameDecoder()
+        self._sent: deque[tuple[int, float]] = deque()  # (call id, monotonic send time), oldest first
+        self._pings: dict[int, float] = {}  # ping call id -> monotonic send time
+        self.last_ping_at = 0.0
+        self.last_pong_at = 0.0
 
     # -- connection -------------------------------------------------------------------------------
     async def _connect(self) -> None:
@@ -92,6 +98,10 @@ class ReplicaConnection(asyncio.Protocol):
         self._next_call_id = call_id = (self._next_call_id + 1) & 0xFFFFFFFF
         future = self.loop.create_future()
         self._pending[call_id] = future
+        sent = self._sent
+        sent.append((call_id, time.monotonic()))
+        if len(sent) > 4096:
+            self.oldest_pending_age(0.0)  # drop answered entries
         if not self._out:
             self.loop.call_soon(self._flush)
         self._out.append(encode_request(call_id, request_id, path, body, deadline_ms))
@@ -113,11 +123,36 @@ class ReplicaConnection(asyncio.Protocol):
             return
         pending = self._pending
         for kind, call_id, payload in frames:
-            if kind != KIND_RESPONSE:
-                continue
-            future = pending.pop(call_id, None)
-            if future is not None and not future.done():
-                future.set_result(decode_response(payload))
+            if kind == KIND_RESPONSE:
+                future = pending.pop(call_id, None)
+                if future is not None and not future.done():
+                    future.set_result(decode_response(payload))
+            elif kind == KIND_PONG:
+                if self._pings.pop(call_id, None) is not None:
+                    self.last_pong_at = time.monotonic()
+
+    # -- health -----------------------------------------------------------------------------------
+    def send_ping(self) -> None:
+        """Probe the replica's loop over the data path (only on an open connection)."""
+        if self.transport is None:
+            return
+        self._next_call_id = call_id = (self._next_call_id + 1) & 0xFFFFFFFF
+        self.last_ping_at = now = time.monotonic()
+        self._pings[call_id] = now
+        if not self._out:
+            self.loop.call_soon(self._flush)
+        self._out.append(encode_ping(call_id))
+
+    def oldest_ping_age(self, now: float) -> float:
+        """Seconds the oldest unanswered ping has waited (0 when none is outstanding)."""
+        return now - min(self._pings.values()) if self._pings else 0.0
+
+    def oldest_pending_age(self, now: float) -> float:
+        """Seconds the oldest unanswered request has waited (0 when none is outstanding)."""
+        sent, pending = self._sent, self._pending
+        while sent and sent[0][0] not in pending:
+            sent.popleft()
+        return now - sent[0][1] if sent else 0.0
 
     @property
     def pending(self) -> int:

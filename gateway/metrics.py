@@ -36,7 +36,17 @@ class GatewayMetrics:
         self.replicas = Gauge("raygate_replicas", "Replicas by state (as seen in the routing table)",
                               ["app", "deployment", "version", "state"], multiprocess_mode="livemax", **kwargs)
         self.retries = Counter("raygate_retries", "Requests tried again on another replica",
-                               ["app", "deployment"], **kwargs)
+                               ["app", "deployment", "reason"], **kwargs)
+        self.ejections = Counter("raygate_ejections", "Replicas taken out of routing by this gateway",
+                                 ["reason"], **kwargs)
+        self.fallbacks = Counter("raygate_version_fallbacks", "Requests sent to another version because "
+                                 "the chosen one had no live replica", ["app", "deployment", "wanted", "used"],
+                                 **kwargs)
+        self.mirror_requests = Counter("raygate_mirror_requests", "Mirrored requests by version and status "
+                                       "(code 0: dropped, no free replica)",
+                                       ["app", "deployment", "version", "code"], **kwargs)
+        self.mirror_latency = Histogram("raygate_mirror_latency_seconds", "Latency of mirrored requests",
+                                        ["app", "deployment", "version"], buckets=_LATENCY_BUCKETS, **kwargs)
         self.pin_ignored = Counter("raygate_pin_ignored", "X-Raygate-Version headers ignored because the "
                                    "deployment does not allow pinning", ["app", "deployment"], **kwargs)
         self._request_children: dict = {}
@@ -76,6 +86,33 @@ class GatewayMetrics:
         return generate_latest(self._registry or REGISTRY)
 
 
+class MetricsObserver:
+    """RouterObserver that records routing events as metrics."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+
+    def retried(self, app: str, deployment: str, reason: str) -> None:
+        self.metrics.retries.labels(app, deployment, reason).inc()
+
+    def ejected(self, replica_id: str, reason: str) -> None:
+        self.metrics.ejections.labels(reason).inc()
+
+    def readmitted(self, replica_id: str) -> None:
+        pass
+
+    def mirrored(self, app: str, deployment: str, version: str, status: int, seconds: float) -> None:
+        self.metrics.mirror_requests.labels(app, deployment, version, str(status)).inc()
+        if status:
+            self.metrics.mirror_latency.labels(app, deployment, version).observe(seconds)
+
+    def pin_ignored(self, app: str, deployment: str) -> None:
+        self.metrics.pin_ignored.labels(app, deployment).inc()
+
+    def fell_back(self, app: str, deployment: str, wanted: str, used: str) -> None:
+        self.metrics.fallbacks.labels(app, deployment, wanted, used).inc()
+
+
 def mark_dead_processes(directory: str) -> None:
     """Drop live-gauge files of gateway processes that no longer exist (counters are kept)."""
     from prometheus_client import multiprocess
@@ -96,4 +133,4 @@ def mark_dead_processes(directory: str) -> None:
             pass
 
 
-__all__ += ["mark_dead_processes"]
+__all__ += ["mark_dead_processes", "MetricsObserver"]

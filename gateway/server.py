@@ -194,9 +194,9 @@ def _add_admin_routes(app: web.Application, config: GatewayConfig, admin: AdminB
 
     async def status(request: web.Request) -> web.Response:
         data = await admin.status()
-        data["gateway"] = {"pid": os.getpid(), "served": state.served,
-                           "traffic": [{"app": k[0], "deployment": k[1], "version": k[2], "requests": v}
-                                       for k, v in state.traffic.items()]}
+        data.setdefault("traffic", [{"app": k[0], "deployment": k[1], "version": k[2], "requests": v}
+                                    for k, v in state.traffic.items()])
+        data["gateway"] = {"pid": os.getpid(), "served": state.served}
         return _json(data)
 
     async def apply_status(request: web.Request) -> web.Response:

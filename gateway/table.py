@@ -46,6 +46,7 @@ class DeploymentRoute:
     idempotent: bool | None = None  # None: GET/HEAD only; True: every method may be retried
     allow_pinning: bool = True  # honour X-Raygate-Version
     max_retries: int = 3  # attempts after the first on retryable failures
+    hedge_after_s: float | None = None  # idempotent only: a second attempt elsewhere after this long
 
     def version(self, name: str) -> VersionRoute | None:
         for version in self.versions:

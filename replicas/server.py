@@ -18,8 +18,8 @@ import orjson
 
 from replicas.callable import UserCallable
 from replicas.wire import (
-    KIND_HELLO, KIND_REQUEST, STATUS_BAD_REQUEST, STATUS_BUSY, STATUS_DRAINING, STATUS_OK, STATUS_USER_ERROR,
-    FrameDecoder, FrameError, decode_request, encode_response,
+    KIND_HELLO, KIND_PING, KIND_REQUEST, STATUS_BAD_REQUEST, STATUS_BUSY, STATUS_DRAINING, STATUS_OK, STATUS_USER_ERROR,
+    FrameDecoder, FrameError, decode_request, encode_pong, encode_response,
 )
 
 __all__ = ["ReplicaCore", "ChannelServerProtocol"]
@@ -166,6 +166,8 @@ class ChannelServerProtocol(asyncio.Protocol):
         for kind, call_id, payload in frames:
             if kind == KIND_REQUEST and self.authenticated:
                 core.submit(self, call_id, payload)
+            elif kind == KIND_PING and self.authenticated:
+                self.send(encode_pong(call_id))
             elif kind == KIND_HELLO and hmac.compare_digest(payload, core.channel_token):
                 self.authenticated = True
             else:

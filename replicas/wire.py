@@ -16,7 +16,8 @@ import struct
 from typing import Final
 
 __all__ = [
-    "HEADER", "REQUEST_META", "RESPONSE_META", "KIND_HELLO", "KIND_REQUEST", "KIND_RESPONSE",
+    "HEADER", "REQUEST_META", "RESPONSE_META", "KIND_HELLO", "KIND_REQUEST", "KIND_RESPONSE", "KIND_PING",
+    "KIND_PONG", "encode_ping", "encode_pong",
     "STATUS_OK", "STATUS_BAD_REQUEST", "STATUS_USER_ERROR", "STATUS_BUSY", "STATUS_DRAINING",
     "STATUS_NOT_FOUND", "STATUS_TIMEOUT", "RETRYABLE_STATUSES", "MAX_FRAME_BYTES",
     "encode_request", "encode_response", "encode_hello", "FrameDecoder", "FrameError",
@@ -32,6 +33,8 @@ RESPONSE_META: Final = struct.Struct("!H")
 KIND_HELLO: Final = 1
 KIND_REQUEST: Final = 2
 KIND_RESPONSE: Final = 3
+KIND_PING: Final = 4  # data-plane health probe; answered on the replica's loop, so a hung loop never answers
+KIND_PONG: Final = 5
 
 STATUS_OK: Final = 200
 STATUS_BAD_REQUEST: Final = 400  # the body is not valid JSON; never retried
@@ -55,6 +58,14 @@ class FrameError(ValueError):
 
 def encode_hello(token: bytes) -> bytes:
     return HEADER.pack(1 + 4 + len(token), KIND_HELLO, 0) + token
+
+
+def encode_ping(call_id: int) -> bytes:
+    return HEADER.pack(5, KIND_PING, call_id)
+
+
+def encode_pong(call_id: int) -> bytes:
+    return HEADER.pack(5, KIND_PONG, call_id)
 
 
 def encode_request(call_id: int, request_id: bytes, path: bytes, body: bytes, deadline_ms: int = 0) -> bytes:

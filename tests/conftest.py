@@ -58,7 +58,8 @@ def ray_cluster(run_root):
 
     from deploy.embedded import start_local_ray
 
-    context = start_local_ray(temp_dir=run_root / "ray", num_cpus=4, log_to_driver=False)
+    # Logical CPUs: replicas and planner workers of every test module must fit side by side.
+    context = start_local_ray(temp_dir=run_root / "ray", num_cpus=16, log_to_driver=False)
     yield context
     ray.shutdown()
 
@@ -82,11 +83,35 @@ apps:
         max_queued_requests: 2
         request_timeout_s: 20
         resources: {num_cpus: 0.05}
+  - name: chaos
+    route_prefix: /chaos
+    ingress: chaos
+    deployments:
+      - name: chaos
+        import_path: deploy.examples.models:Stallable
+        init_kwargs: {flag_dir: FLAG_DIR, stall_s: 5.0}
+        num_replicas: 3
+        idempotent: true
+        request_timeout_s: 10
+        max_ongoing_requests: 32
+        resources: {num_cpus: 0.05}
+  - name: mirror
+    route_prefix: /mirror
+    ingress: echo
+    deployments:
+      - name: echo
+        import_path: deploy.examples.models:Flaky
+        resources: {num_cpus: 0.05}
+        allow_pinning: false
+        versions:
+          - {name: v1, weight: 100}
+          - {name: shadow, weight: 0, mirror_percent: 100, import_path: "deploy.examples.models:Slow",
+             init_kwargs: {seconds: 1.5}, }
 """
 
 
-def platform_spec():
-    """The quickstart and ensemble examples plus small apps for the error paths, as one spec."""
+def platform_spec(flag_dir: str = "/tmp"):
+    """The quickstart and ensemble examples plus small apps for the error paths and chaos, as one spec."""
     import yaml
 
     from deploy.spec import parse_spec
@@ -94,16 +119,17 @@ def platform_spec():
     apps = []
     for path in ("deploy/examples/quickstart.yaml", "deploy/examples/ensemble.yaml"):
         apps += yaml.safe_load(Path(path).read_text())["apps"]
-    apps += yaml.safe_load(TEST_APPS)["apps"]
+    apps += yaml.safe_load(TEST_APPS.replace("FLAG_DIR", flag_dir))["apps"]
     return parse_spec({"apps": apps})
 
 
 class RunningPlatform:
-    def __init__(self, platform, url: str, admin_token: str, spec) -> None:
+    def __init__(self, platform, url: str, admin_token: str, spec, flag_dir) -> None:
         self.platform = platform
         self.url = url
         self.admin_token = admin_token
         self.spec = spec
+        self.flag_dir = flag_dir  # Stallable replicas stall while flag_dir/stall-<pid> exists
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +144,9 @@ def platform(ray_cluster, redis_url, run_root):
     gateway = GatewayConfig(port=port, num_gateways=2, admin_token="test-admin-token",
                             metrics_dir=str(run_root / "metrics"))
     running = Platform(ControllerConfig(redis_url=redis_url, gateway=gateway)).start()
-    spec = platform_spec()
+    flag_dir = run_root / "flags"
+    flag_dir.mkdir()
+    spec = platform_spec(str(flag_dir))
     running.apply(spec)
-    yield RunningPlatform(running, f"http://127.0.0.1:{port}", "test-admin-token", spec)
+    yield RunningPlatform(running, f"http://127.0.0.1:{port}", "test-admin-token", spec, flag_dir)
     running.stop()

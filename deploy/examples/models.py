@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 
 from replicas.handle import get_handle
 
-__all__ = ["Linear", "Ensemble", "Flaky", "Slow"]
+__all__ = ["Linear", "Ensemble", "Flaky", "Slow", "Stallable"]
 
 # The quickstart's fixed weights: y = w . x
 WEIGHTS = tuple(round(0.1 * (i + 1) * (-1) ** i, 2) for i in range(16))
@@ -54,8 +56,24 @@ class Flaky:
 class Slow:
     """Sleeps `seconds` (sync code, on a worker thread)."""
 
-    def __call__(self, payload):
-        import time
+    def __init__(self, seconds: float = 0.1) -> None:
+        self.seconds = seconds
 
-        time.sleep(float((payload or {}).get("seconds", 0.1)))
+    def __call__(self, payload):
+        time.sleep(float((payload or {}).get("seconds", self.seconds)))
         return {"slept": True}
+
+
+class Stallable(Linear):
+    """Linear, but a replica whose pid has a flag file `stall-<pid>` in `flag_dir` takes `stall_s` per request
+    while its health probes keep passing: a half-alive replica, for chaos tests and benchmarks."""
+
+    def __init__(self, flag_dir: str, stall_s: float = 5.0, scale: float = 1.0, bias: float = 0.0) -> None:
+        super().__init__(scale, bias)
+        self.flag = os.path.join(flag_dir, f"stall-{os.getpid()}")
+        self.stall_s = stall_s
+
+    def __call__(self, payload):
+        if os.path.exists(self.flag):
+            time.sleep(self.stall_s)
+        return super().__call__(payload)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from planner.backends import BackendUnavailable, available_backends, cupy_status, default_backend, make_kernel
-from planner_testlib import small_instance
+from tests.planner.planner_testlib import small_instance
 
 
 def test_cupy_detection_never_raises_and_explicit_request_is_clear():

@@ -7,7 +7,7 @@ import pytest
 
 from planner.instance import (InstanceError, count_users, dense_consumption, load_instance, load_partition,
                               save_instance, subset_users)
-from planner_testlib import small_instance
+from tests.planner.planner_testlib import small_instance
 
 
 def _arrays(inst):

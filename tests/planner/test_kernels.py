@@ -8,7 +8,7 @@ import pytest
 from planner.instance import dense_consumption, subset_users
 from planner.kernels import ArrayKernel, combine_results
 from planner.numba_kernels import NumbaKernel
-from planner_testlib import small_instance
+from tests.planner.planner_testlib import small_instance
 
 
 def _brute_force(inst, lam, tau):

@@ -9,7 +9,7 @@ from planner.api import solve_file, solve_loaded
 from planner.instance import load_instance, save_instance
 from planner.ray_backend import RayConfig, RayKernel, partition_bounds
 from planner.solver import SolverConfig
-from planner_testlib import small_instance
+from tests.planner.planner_testlib import small_instance
 
 
 def test_partition_bounds_cover_all_rows():

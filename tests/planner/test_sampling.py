@@ -7,7 +7,7 @@ import pytest
 
 from planner.api import solve_loaded
 from planner.sampling import sample_rows, sample_users
-from planner_testlib import small_instance
+from tests.planner.planner_testlib import small_instance
 
 
 def test_sample_scales_capacities_to_the_sample():
