@@ -93,7 +93,7 @@ def run_up(options: UpOptions, out=sys.stdout) -> int:
         gateway = GatewayConfig(
             host=host, port=port, num_gateways=options.num_gateways or gateway_spec.num_gateways,
             max_body_bytes=gateway_spec.max_body_bytes, access_log=gateway_spec.access_log,
-            admin_token=admin_token, metrics_dir=str(metrics_dir))
+            admin_token=admin_token, metrics_dir=str(metrics_dir), log_dir=str(run_dir / "logs"))
         controller_config = ControllerConfig(redis_url=redis_url, gateway=gateway)
         from deploy.platform import Platform
 
@@ -111,6 +111,7 @@ def run_up(options: UpOptions, out=sys.stdout) -> int:
         except ApplyError as exc:
             say(f"error: {exc}")
             return 1
+        say(f"access logs: {run_dir / 'logs'}/access-<gateway pid>.jsonl")
         say(f"serving on {url} (routes: {', '.join(a.route_prefix for a in spec.apps) or 'none'}); "
             f"Ctrl-C or SIGTERM stops")
         while not stop.wait(0.5):

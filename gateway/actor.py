@@ -16,7 +16,7 @@ import uvloop
 from aiohttp import web
 
 from gateway.config import GatewayConfig
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, open_access_log
 from gateway.metrics import GatewayMetrics, MetricsObserver, mark_dead_processes
 from gateway.router import Router
 from gateway.server import build_app
@@ -107,7 +107,12 @@ class Gateway:
         controller = ray.get_actor(config.controller_name, namespace=config.namespace)
         self.metrics = GatewayMetrics()
         self.router = Router(asyncio.get_running_loop(), observer=MetricsObserver(self.metrics))
-        self.app = build_app(config, self.router, self.metrics, ControllerAdmin(controller))
+        path = None
+        if config.log_dir:
+            os.makedirs(config.log_dir, exist_ok=True)
+            path = os.path.join(config.log_dir, f"access-{os.getpid()}.jsonl")
+        self.access_log, self._access_stream = open_access_log(path) if config.access_log else (None, None)
+        self.app = build_app(config, self.router, self.metrics, ControllerAdmin(controller), self.access_log)
         # A restarted gateway must know the routes before it takes connections (no 404 storm on restart).
         self.router.update_table(await controller.current_table.remote())
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -116,6 +121,16 @@ class Gateway:
         await site.start()
         self.watch = asyncio.get_running_loop().create_task(
             follow_routing_table(controller, self.router, on_update=self._table_updated))
+        self.flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
+
+    async def _flush_access_log(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            if self._access_stream is not None:
+                try:
+                    self._access_stream.flush()
+                except (OSError, ValueError):
+                    pass
 
     def _table_updated(self, table: RoutingTable) -> None:
         counts = {}
@@ -162,11 +177,14 @@ class Gateway:
             except asyncio.TimeoutError:
                 pass
             await asyncio.sleep(max(0.0, minimum - (time.monotonic() - started)))
-            self.watch.cancel()
-            try:
-                await self.watch
-            except asyncio.CancelledError:
-                pass
+            for task in (self.watch, self.flusher):
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+            if self._access_stream is not None:
+                self._access_stream.flush()
             await self.runner.cleanup()
             self.router.close()
             return True

@@ -19,4 +19,4 @@ class GatewayConfig:
     controller_name: str = "raygate-controller"  # named controller actor
     namespace: str = "raygate"  # Ray namespace
     drain_s: float = 1.0  # minimum time to stay not-ready before stopping, so balancers notice
-    log_dir: str = ""  # where access logs go (default: the process's stdout)
+    log_dir: str = ""  # access logs go to <log_dir>/access-<pid>.jsonl (default: the process's stdout)

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-import structlog
 import yaml
 from aiohttp import web
 
@@ -20,8 +19,6 @@ from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.router import Router
 
 __all__ = ["AdminBackend", "GatewayState", "build_app", "ROUTER", "STATE", "METRICS"]
-
-access_log = structlog.get_logger("raygate.access")
 
 
 class AdminBackend(Protocol):
@@ -66,13 +63,14 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def build_app(config: GatewayConfig, router: Router, metrics: GatewayMetrics,
-              admin: AdminBackend | None = None) -> web.Application:
+              admin: AdminBackend | None = None, access_log=None) -> web.Application:
+    """The gateway's app. `access_log` is a structlog logger for one line per request (None: no lines)."""
     app = web.Application(client_max_size=config.max_body_bytes)
     state = GatewayState()
     state.idle.set()
     app[ROUTER], app[STATE], app[METRICS], app[CONFIG], app[ADMIN] = router, state, metrics, config, admin
     max_body = config.max_body_bytes
-    log_access = config.access_log
+    log_access = config.access_log and access_log is not None
     observe = metrics.observe
     urandom = os.urandom
     perf_counter = time.perf_counter

@@ -130,6 +130,7 @@ class RunningPlatform:
         self.admin_token = admin_token
         self.spec = spec
         self.flag_dir = flag_dir  # Stallable replicas stall while flag_dir/stall-<pid> exists
+        self.log_dir = flag_dir.parent / "logs"  # gateways' access logs
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +143,7 @@ def platform(ray_cluster, redis_url, run_root):
 
     port = free_port()
     gateway = GatewayConfig(port=port, num_gateways=2, admin_token="test-admin-token",
-                            metrics_dir=str(run_root / "metrics"))
+                            metrics_dir=str(run_root / "metrics"), log_dir=str(run_root / "logs"))
     running = Platform(ControllerConfig(redis_url=redis_url, gateway=gateway)).start()
     flag_dir = run_root / "flags"
     flag_dir.mkdir()

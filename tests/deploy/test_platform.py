@@ -218,3 +218,23 @@ async def test_restarted_controller_picks_up_where_it_was(platform):
                for r in v["replicas"]}
     assert replica_ids <= adopted
     assert after["table_version"] > before["table_version"]
+
+
+async def test_access_log_lines_are_json_with_the_request_fields(platform):
+    async with ClientSession() as session:
+        status, _, _ = await _post(session, platform.url + "/linear", orjson.dumps({"x": [2.0] * 16}),
+                                   **{"X-Request-Id": "access-log-check-1"})
+    assert status == 200
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [line for path in platform.log_dir.glob("access-*.jsonl")
+                 for line in path.read_bytes().splitlines() if b"access-log-check-1" in line]
+        if lines:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("no access log line for the request")
+    entry = orjson.loads(lines[0])
+    assert entry["event"] == "access" and entry["status"] == 200 and entry["app"] == "quickstart"
+    assert entry["version"] in ("v1", "v2") and entry["replica"].startswith("quickstart.linear.")
+    assert entry["ms"] > 0 and entry["ts"] > 0
