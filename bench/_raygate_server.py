@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--work-dir", required=True, help="short directory for Redis data, Ray's temp dir, metrics")
     parser.add_argument("--spec", default=os.path.join(ROOT, "deploy", "examples", "quickstart.yaml"))
+    parser.add_argument("--gateways", type=int, default=int(os.environ.get("RAYGATE_BENCH_GATEWAYS", "1")),
+                        help="gateway processes sharing the port")
     args = parser.parse_args()
 
     stop = threading.Event()
@@ -72,8 +74,10 @@ def main() -> None:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())  # in case ray.init installed its own
         metrics_dir = os.path.join(work, "metrics")
         os.makedirs(metrics_dir, exist_ok=True)
-        gateway = GatewayConfig(port=args.port, admin_token="bench-" + os.urandom(8).hex(), num_gateways=1,
-                                access_log=True, metrics_dir=metrics_dir)
+        # As `raygate up` runs it: access log on, written to a file per gateway process.
+        gateway = GatewayConfig(port=args.port, admin_token="bench-" + os.urandom(8).hex(),
+                                num_gateways=args.gateways, access_log=True, metrics_dir=metrics_dir,
+                                log_dir=os.path.join(work, "logs"))
         platform = Platform(ControllerConfig(redis_url=redis.url, gateway=gateway)).start()
         platform.apply(load_spec(args.spec))
         url = f"http://127.0.0.1:{args.port}/linear"

@@ -8,6 +8,7 @@ constructor binds the port again with SO_REUSEPORT while its siblings keep servi
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 import time
@@ -122,10 +123,16 @@ class Gateway:
         self.watch = asyncio.get_running_loop().create_task(
             follow_routing_table(controller, self.router, on_update=self._table_updated))
         self.flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
+        # Everything alive now (Ray, aiohttp, the app) lives as long as the process: keep it out of the
+        # collector's way, so a full collection never scans it and stalls the loop for tens of ms.
+        gc.collect()
+        gc.freeze()
 
     async def _flush_access_log(self) -> None:
+        """Apply buffered metrics and write buffered access lines, four times a second."""
         while True:
             await asyncio.sleep(0.25)
+            self.metrics.flush()
             if self._access_stream is not None:
                 try:
                     self._access_stream.flush()
@@ -183,6 +190,7 @@ class Gateway:
                     await task
                 except asyncio.CancelledError:
                     pass
+            self.metrics.flush()
             if self._access_stream is not None:
                 self._access_stream.flush()
             await self.runner.cleanup()

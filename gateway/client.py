@@ -15,7 +15,7 @@ from replicas.wire import (
     KIND_PONG, KIND_RESPONSE, FrameDecoder, FrameError, decode_response, encode_hello, encode_ping, encode_request,
 )
 
-__all__ = ["ReplicaConnection", "ReplicaUnreachable", "ReplicaConnectionLost"]
+__all__ = ["ReplicaConnection", "ReplicaUnreachable", "ReplicaConnectionLost", "DeadlineReached", "expire"]
 
 
 class ReplicaUnreachable(ConnectionError):
@@ -24,6 +24,16 @@ class ReplicaUnreachable(ConnectionError):
 
 class ReplicaConnectionLost(ConnectionError):
     """The connection closed after the request was sent: retry only if the deployment is idempotent."""
+
+
+class DeadlineReached(TimeoutError):
+    """The request's deadline passed while it waited (for a replica slot or for an answer)."""
+
+
+def expire(future: asyncio.Future) -> None:
+    """Timer callback: fail `future` with DeadlineReached unless it is already done."""
+    if not future.done():
+        future.set_exception(DeadlineReached())
 
 
 class ReplicaConnection(asyncio.Protocol):
@@ -87,8 +97,10 @@ class ReplicaConnection(asyncio.Protocol):
             self.transport.close()
 
     # -- requests ---------------------------------------------------------------------------------
-    async def request(self, request_id: bytes, path: bytes, body: bytes, deadline_ms: int = 0) -> tuple[int, bytes]:
-        """Send one request; -> (status, body). Raises ReplicaUnreachable or ReplicaConnectionLost."""
+    async def request(self, request_id: bytes, path: bytes, body: bytes, deadline_ms: int = 0,
+                      deadline: float | None = None) -> tuple[int, bytes]:
+        """Send one request; -> (status, body). Raises ReplicaUnreachable, ReplicaConnectionLost, or
+        DeadlineReached when `deadline` (loop time) passes first."""
         if self.transport is None:
             if self.closed:
                 raise ReplicaUnreachable(f"connection to {self.host}:{self.port} is closed")
@@ -105,10 +117,13 @@ class ReplicaConnection(asyncio.Protocol):
         if not self._out:
             self.loop.call_soon(self._flush)
         self._out.append(encode_request(call_id, request_id, path, body, deadline_ms))
+        timer = self.loop.call_at(deadline, expire, future) if deadline is not None else None
         try:
             return await future
         finally:
             self._pending.pop(call_id, None)
+            if timer is not None:
+                timer.cancel()
 
     def _flush(self) -> None:
         out, self._out = self._out, []

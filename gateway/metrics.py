@@ -9,6 +9,7 @@ go backwards.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import REGISTRY
@@ -50,20 +51,41 @@ class GatewayMetrics:
         self.pin_ignored = Counter("raygate_pin_ignored", "X-Raygate-Version headers ignored because the "
                                    "deployment does not allow pinning", ["app", "deployment"], **kwargs)
         self._request_children: dict = {}
+        self._pending_requests: dict = {}
+        self._pending_latency: dict = {}
         self._latency_children: dict = {}
         self._in_flight_children: dict = {}
 
     def observe(self, app: str, deployment: str, version: str, code: int, seconds: float) -> None:
+        """Count one answered request. Kept in plain dicts and applied by `flush` (a few times a second and
+        before every scrape), so the hot path never takes the multiprocess files' lock."""
         key = (app, deployment, version, code)
-        counter = self._request_children.get(key)
-        if counter is None:
-            counter = self._request_children[key] = self.requests.labels(app, deployment, version, str(code))
-        counter.inc()
+        self._pending_requests[key] = self._pending_requests.get(key, 0) + 1
         key = (app, deployment, version)
-        histogram = self._latency_children.get(key)
+        histogram = self._pending_latency.get(key)
         if histogram is None:
-            histogram = self._latency_children[key] = self.latency.labels(app, deployment, version)
-        histogram.observe(seconds)
+            histogram = self._pending_latency[key] = [0] * (len(_LATENCY_BUCKETS) + 1) + [0.0]
+        histogram[bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        histogram[-1] += seconds
+
+    def flush(self) -> None:
+        requests, self._pending_requests = self._pending_requests, {}
+        for (app, deployment, version, code), count in requests.items():
+            key = (app, deployment, version, code)
+            counter = self._request_children.get(key)
+            if counter is None:
+                counter = self._request_children[key] = self.requests.labels(app, deployment, version, str(code))
+            counter.inc(count)
+        latency, self._pending_latency = self._pending_latency, {}
+        for key, histogram in latency.items():
+            child = self._latency_children.get(key)
+            if child is None:
+                child = self._latency_children[key] = self.latency.labels(*key)
+            # prometheus_client keeps per-bucket (non-cumulative) counts and a sum: add ours to them.
+            for index, count in enumerate(histogram[:-1]):
+                if count:
+                    child._buckets[index].inc(count)
+            child._sum.inc(histogram[-1])
 
     def in_flight_for(self, app: str):
         child = self._in_flight_children.get(app)
@@ -76,6 +98,7 @@ class GatewayMetrics:
             self.replicas.labels(*labels).set(value)
 
     def render(self) -> bytes:
+        """Prometheus text for the whole node (call `flush` first, on the loop that observes)."""
         directory = _multiprocess_dir()
         if directory:
             from prometheus_client import multiprocess

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gateway.budget import RetryBudget
 from gateway.choice import ReplicaSlot, choose_replica
-from gateway.client import ReplicaConnection, ReplicaConnectionLost, ReplicaUnreachable
+from gateway.client import DeadlineReached, ReplicaConnection, ReplicaConnectionLost, ReplicaUnreachable
 from gateway.errors import DeadlineExceeded, NoReplicas, Overloaded, ReplicaFailed, RouteNotFound, UnknownVersionError
 from gateway.split import choose_version
 from gateway.table import DeploymentRoute, RoutingTable
@@ -65,6 +65,11 @@ class _Retry(Exception):
         self.reason = reason
         self.sent = sent  # the request may have run: retry only if idempotent
         self.result = result  # an answer to return if no retry happens
+
+
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _VersionView:
@@ -219,12 +224,11 @@ class Router:
         timeout = route.request_timeout_s if timeout_s is None else timeout_s
         idempotent = route.idempotent if route.idempotent is not None else method in ("GET", "HEAD")
         view.budget.record_request()
-        deadline = self.loop.time() + timeout
+        deadline = self.loop.time() + timeout  # every wait below ends by then (timers on its futures)
         try:
-            async with asyncio.timeout_at(deadline):
-                return await self._call_version(view, version, body, request_id, path, idempotent,
-                                                int(timeout * 1000))
-        except TimeoutError:
+            return await self._call_version(view, version, body, request_id, path, idempotent,
+                                            int(timeout * 1000), deadline)
+        except DeadlineReached:
             raise DeadlineExceeded(f"no answer from deployment {deployment!r} within {timeout:g}s") from None
 
     def _live_version(self, view: _DeploymentView, version: _VersionView) -> _VersionView:
@@ -246,7 +250,7 @@ class Router:
         return other
 
     async def _call_version(self, view: _DeploymentView, version: _VersionView, body, request_id, path,
-                            idempotent: bool, deadline_ms: int) -> CallResult:
+                            idempotent: bool, deadline_ms: int, deadline: float) -> CallResult:
         route = view.route
         excluded: set[str] = set()
         attempts = 0
@@ -257,9 +261,10 @@ class Router:
             try:
                 if hedge:
                     result = await self._hedged_attempt(view, version, body, request_id, path, deadline_ms,
-                                                        excluded, hedge)
+                                                        deadline, excluded, hedge)
                 else:
-                    result = await self._attempt(view, version, body, request_id, path, deadline_ms, excluded)
+                    result = await self._attempt(view, version, body, request_id, path, deadline_ms, deadline,
+                                                 excluded)
                 return CallResult(result.status, result.body, result.version, result.replica_id, attempts)
             except _Retry as failure:
                 if failure.sent:
@@ -277,15 +282,15 @@ class Router:
                 version = self._live_version(view, version)
 
     async def _attempt(self, view: _DeploymentView, version: _VersionView, body, request_id, path, deadline_ms,
-                       excluded: set[str]) -> CallResult:
-        slot = await self._acquire(view, version, excluded)
+                       deadline: float, excluded: set[str]) -> CallResult:
+        slot = await self._acquire(view, version, excluded, deadline)
         connection = slot.connection
         if connection is None or connection.closed:
             connection = slot.connection = self._connection_factory(
                 self.loop, slot.info.host, slot.info.port, self.table.channel_token)
         started = self.clock()
         try:
-            status, answer = await connection.request(request_id, path, body, deadline_ms)
+            status, answer = await connection.request(request_id, path, body, deadline_ms, deadline)
         except ReplicaUnreachable:
             self._eject(view, slot, "unreachable")
             excluded.add(slot.replica_id)
@@ -300,6 +305,8 @@ class Router:
             excluded.add(slot.replica_id)
             if all(s.replica_id in excluded for s in version.slots):
                 excluded.clear()
+                if self.loop.time() + 0.002 >= deadline:
+                    raise DeadlineReached()
                 await asyncio.sleep(0.002)
             raise _Retry("busy", sent=False)
         elapsed = self.clock() - started
@@ -317,16 +324,18 @@ class Router:
         slot.consecutive_failures = 0
         return result
 
-    async def _hedged_attempt(self, view, version, body, request_id, path, deadline_ms, excluded,
+    async def _hedged_attempt(self, view, version, body, request_id, path, deadline_ms, deadline, excluded,
                               hedge_after_s: float) -> CallResult:
         """Send to one replica; if it has not answered after `hedge_after_s`, also to another; first wins."""
-        first = self.loop.create_task(self._attempt(view, version, body, request_id, path, deadline_ms, excluded))
+        first = self.loop.create_task(self._attempt(view, version, body, request_id, path, deadline_ms, deadline,
+                                                    excluded))
         done, _ = await asyncio.wait({first}, timeout=hedge_after_s)
         if done:
             return first.result()
         hedged = set(excluded) | {s.replica_id for s in version.slots if s.in_flight and s.connection
                                   and s.connection.pending}
-        second = self.loop.create_task(self._attempt(view, version, body, request_id, path, deadline_ms, hedged))
+        second = self.loop.create_task(self._attempt(view, version, body, request_id, path, deadline_ms, deadline,
+                                                     hedged))
         pending = {first, second}
         error: BaseException | None = None
         try:
@@ -341,9 +350,11 @@ class Router:
             for task in pending:
                 task.cancel()
 
-    async def _acquire(self, view: _DeploymentView, version: _VersionView, excluded: set[str]) -> ReplicaSlot:
+    async def _acquire(self, view: _DeploymentView, version: _VersionView, excluded: set[str],
+                       deadline: float) -> ReplicaSlot:
         route = view.route
         key = (route.app, route.name)
+        loop = self.loop
         while True:
             now = self.clock()
             slot = choose_replica(version.slots, route.max_ongoing_requests, now, self.rng, excluded)
@@ -353,26 +364,25 @@ class Router:
             if slot is not None:
                 slot.in_flight += 1
                 return slot
+            if loop.time() >= deadline:
+                if not version.slots:
+                    raise NoReplicas(f"version {version.name!r} of deployment {route.name!r} has no live replica")
+                raise DeadlineReached()
             queued = self._queued.get(key, 0)
             if queued >= route.max_queued_requests:
                 raise Overloaded(f"deployment {route.name!r} is at capacity: {queued} requests already queued")
-            future = self.loop.create_future()
+            future = loop.create_future()
             version.queue.waiters.append(future)
             self._queued[key] = queued + 1
+            if any(s.ejected_until > now or s.probation for s in version.slots):
+                # a replica may be readmitted before anyone frees a slot: look again soon
+                timer = loop.call_at(min(deadline, loop.time() + 0.05), _wake, future)
+            else:
+                timer = loop.call_at(deadline, _wake, future)
             try:
-                if any(s.ejected_until > now for s in version.slots):
-                    # an ejection may end before anyone frees a slot: look again soon
-                    await asyncio.wait_for(asyncio.shield(future), 0.05)
-                else:
-                    await future
-            except asyncio.TimeoutError:
-                pass
-            except asyncio.CancelledError:
-                if not version.slots:
-                    raise NoReplicas(f"version {version.name!r} of deployment {route.name!r} has no live "
-                                     f"replica") from None
-                raise
+                await future
             finally:
+                timer.cancel()
                 self._queued[key] -= 1
                 if not future.done():
                     future.cancel()  # so a wake-up is never spent on a waiter that left

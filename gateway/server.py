@@ -138,20 +138,30 @@ def build_app(config: GatewayConfig, router: Router, metrics: GatewayMetrics,
         return _json({a.route_prefix: {"app": a.name, "ingress": a.ingress} for a in table.apps})
 
     async def metrics_handler(request: web.Request) -> web.Response:
+        metrics.flush()  # on this loop, where observations are made
         body = await asyncio.get_running_loop().run_in_executor(None, metrics.render)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app.router.add_get("/-/healthz", healthz)
-    app.router.add_get("/-/ready", ready)
-    app.router.add_get("/-/routes", routes)
-    app.router.add_get("/metrics", metrics_handler)
-    _add_admin_routes(app, config, admin, state)
-    app.router.add_route("*", "/{tail:.*}", proxy)
+    # One catch-all route: the proxy path pays for a single match; control paths are found by a dict lookup.
+    control = {("GET", "/-/healthz"): healthz, ("GET", "/-/ready"): ready, ("GET", "/-/routes"): routes,
+               ("GET", "/metrics"): metrics_handler}
+    control.update(_admin_handlers(config, admin, state))
+
+    async def dispatch(request: web.Request) -> web.Response:
+        path = request.path
+        if path.startswith("/-/") or path == "/metrics":
+            handler = control.get((request.method, path))
+            if handler is not None:
+                return await handler(request)
+            if any(p == path for _, p in control):
+                return _error_response(BadRequest(f"method {request.method} not allowed on {path}"), None)
+        return await proxy(request)
+
+    app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
 
 
-def _add_admin_routes(app: web.Application, config: GatewayConfig, admin: AdminBackend | None,
-                      state: GatewayState) -> None:
+def _admin_handlers(config: GatewayConfig, admin: AdminBackend | None, state: GatewayState) -> dict:
     token = config.admin_token.encode()
 
     def guarded(handler):
@@ -218,9 +228,6 @@ def _add_admin_routes(app: web.Application, config: GatewayConfig, admin: AdminB
         asyncio.get_running_loop().call_later(0.1, lambda: asyncio.ensure_future(admin.shutdown()))
         return _json({"status": "shutting down"}, 202)
 
-    app.router.add_post("/-/admin/deploy", guarded(deploy))
-    app.router.add_get("/-/admin/status", guarded(status))
-    app.router.add_get("/-/admin/apply", guarded(apply_status))
-    app.router.add_post("/-/admin/split", guarded(split))
-    app.router.add_post("/-/admin/scale", guarded(scale))
-    app.router.add_post("/-/admin/shutdown", guarded(shutdown))
+    return {("POST", "/-/admin/deploy"): guarded(deploy), ("GET", "/-/admin/status"): guarded(status),
+            ("GET", "/-/admin/apply"): guarded(apply_status), ("POST", "/-/admin/split"): guarded(split),
+            ("POST", "/-/admin/scale"): guarded(scale), ("POST", "/-/admin/shutdown"): guarded(shutdown)}

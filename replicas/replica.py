@@ -8,6 +8,7 @@ loop, which runs in a thread of its own so that Ray's control calls never wait b
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 import time
@@ -59,6 +60,8 @@ class Replica:
         self.server = self._on_loop(self.loop.create_server(
             lambda: ChannelServerProtocol(self.core), self.host, 0, backlog=1024))
         self.port = self.server.sockets[0].getsockname()[1]
+        gc.collect()
+        gc.freeze()  # the user's model and the libraries are permanent: full collections skip them
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
