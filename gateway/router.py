@@ -145,6 +145,7 @@ class Router:
         self._monitor: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         self.ejections: deque[dict] = deque(maxlen=256)  # recent ejections, for status and tests
+        self._in_probation = 0  # replicas ejected and not yet readmitted (recounted by the monitor)
 
     # -- table ------------------------------------------------------------------------------------
     def update_table(self, table: RoutingTable) -> None:
@@ -233,6 +234,8 @@ class Router:
 
     def _live_version(self, view: _DeploymentView, version: _VersionView) -> _VersionView:
         """The chosen version, or, when none of its replicas can take traffic, another by weight."""
+        if version.slots and not self._in_probation:
+            return version  # the common case: nothing is ejected anywhere
         now = self.clock()
         if any(s.ejected_until <= now and not s.probation for s in version.slots):
             return version
@@ -445,6 +448,7 @@ class Router:
         duration = min(self.policy.max_ejection_s, self.policy.base_ejection_s * 2 ** (slot.ejections - 1))
         slot.ejected_until = now + duration
         slot.probation = True
+        self._in_probation += 1
         slot.ejected_at = now
         self.ejections.append({"replica_id": slot.replica_id, "reason": reason, "at": time.time(),
                                "for_s": duration})
@@ -465,6 +469,7 @@ class Router:
 
     def _monitor_once(self, now: float) -> None:
         policy = self.policy
+        self._in_probation = sum(1 for slot in self._slots.values() if slot.probation)
         for view in self._views.values():
             for version in view.versions:
                 latencies = sorted(s.latency for s in version.slots if s.latency > 0)
