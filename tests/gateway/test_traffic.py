@@ -1,0 +1,123 @@
+"""Traffic splitting on a real platform: runtime weights through the CLI, sticky keys with minimal movement,
+pinning, mirroring, and per-version traffic in status."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+import ray
+from aiohttp import ClientSession
+
+pytestmark = pytest.mark.integration
+
+
+async def _version_of(session, url, **headers) -> tuple[int, str]:
+    async with session.post(url, data=orjson.dumps({"x": [1.0] * 16}),
+                            headers={"Content-Type": "application/json", **headers}) as response:
+        await response.read()
+        return response.status, response.headers.get("X-Raygate-Version", "")
+
+
+def _split(platform, *weights: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "deploy.cli", "--url", platform.url, "--token",
+                             platform.admin_token, "split", "quickstart", "linear", *weights],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+async def _keys_to_versions(session, url, keys) -> dict[str, str]:
+    out = {}
+    for key in keys:
+        status, version = await _version_of(session, url, **{"X-Raygate-Split-Key": key})
+        assert status == 200
+        out[key] = version
+    return out
+
+
+async def test_weights_change_at_runtime_with_sticky_keys_and_minimal_movement(platform):
+    """`raygate split` reaches every gateway within a second; a key keeps its version while weights stay;
+    50/50 -> 20/80 moves only v1 keys to v2, about 30% of them."""
+    url = platform.url + "/linear"
+    keys = [f"user-{i}" for i in range(400)]
+    try:
+        assert "v1=50" in _split(platform, "v1=50", "v2=50")
+        applied_by = time.monotonic() + 1.0
+        wanted = platform.platform.status()["table_version"]
+        while True:
+            versions = [s["table_version"] for s in ray.get([g.stats.remote() for g in platform.platform.gateways()])]
+            if min(versions) >= wanted:
+                break
+            assert time.monotonic() < applied_by, f"gateways at {versions}, wanted {wanted}"
+            await asyncio.sleep(0.05)
+        async with ClientSession() as session:
+            before = await _keys_to_versions(session, url, keys)
+            again = await _keys_to_versions(session, url, keys[:100])
+            assert all(before[k] == v for k, v in again.items())  # sticky
+            share_v2 = sum(v == "v2" for v in before.values()) / len(keys)
+            assert 0.40 < share_v2 < 0.60
+            _split(platform, "v1=20", "v2=80")
+            await asyncio.sleep(1.0)
+            after = await _keys_to_versions(session, url, keys)
+        moved = [(before[k], after[k]) for k in keys if before[k] != after[k]]
+        assert all(move == ("v1", "v2") for move in moved), moved[:5]
+        assert 0.20 < len(moved) / len(keys) < 0.40
+    finally:
+        _split(platform, "v1=90", "v2=10")
+
+
+async def test_pinning_unknown_versions_and_ignored_pins(platform):
+    async with ClientSession() as session:
+        for _ in range(10):
+            assert await _version_of(session, platform.url + "/linear", **{"X-Raygate-Version": "v2"}) == (200, "v2")
+        async with session.post(platform.url + "/linear", data=b"{}", headers={"X-Raygate-Version": "v7"}) as r:
+            body = await r.json()
+            assert r.status == 404 and body["error"]["code"] == "unknown_version" and "v7" in body["error"]["message"]
+        # /mirror does not allow pinning: the header is ignored (and counted), v1 answers
+        for _ in range(3):
+            async with session.post(platform.url + "/mirror", data=b"{}", headers={"X-Raygate-Version": "shadow"}) as r:
+                assert r.status == 200 and r.headers["X-Raygate-Version"] == "v1"
+        async with session.get(platform.url + "/metrics") as r:
+            text = await r.text()
+    ignored = [line for line in text.splitlines() if line.startswith('raygate_pin_ignored_total{app="mirror"')]
+    assert ignored and float(ignored[0].rsplit(" ", 1)[1]) >= 1
+
+
+async def test_mirrored_traffic_never_delays_the_primary(platform):
+    """Every /mirror request is copied to the `shadow` version (a model that sleeps 1.5 s). The primary
+    answers come back while every copy is still running; the copies' results are recorded, not returned."""
+    def mirror_count(text: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith('raygate_mirror_requests_total{app="mirror"') and 'version="shadow"' in line
+                   and 'code="200"' in line)
+
+    async with ClientSession() as session:
+        async with session.get(platform.url + "/metrics") as r:
+            before = mirror_count(await r.text())
+        answers = await asyncio.gather(*(_version_of(session, platform.url + "/mirror") for _ in range(20)))
+        assert answers == [(200, "v1")] * 20
+        async with session.get(platform.url + "/metrics") as r:
+            assert mirror_count(await r.text()) == before  # no copy had finished when the primaries had
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            async with session.get(platform.url + "/metrics") as r:
+                done = mirror_count(await r.text()) - before
+            if done >= 20:
+                break
+            await asyncio.sleep(0.5)
+    assert done >= 20, f"only {done} mirrored copies answered"
+
+
+def test_status_shows_weights_and_per_version_traffic(platform):
+    result = subprocess.run([sys.executable, "-m", "deploy.cli", "--url", platform.url, "--token",
+                             platform.admin_token, "status", "--json"], capture_output=True, text=True, timeout=60)
+    data = orjson.loads(result.stdout)
+    traffic = {(t["app"], t["version"]): t["requests"] for t in data["traffic"]}
+    assert traffic.get(("quickstart", "v1"), 0) > 0 and traffic.get(("quickstart", "v2"), 0) > 0
+    quickstart = next(a for a in data["apps"] if a["name"] == "quickstart")
+    assert {v["name"]: v["weight"] for v in quickstart["deployments"][0]["versions"]} == {"v1": 90, "v2": 10}
