@@ -240,11 +240,12 @@ def down(ctx, timeout: float) -> None:
     click.echo("shutdown requested")
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+             add_help_option=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def plan(args) -> None:
     """The nearline planner (same as `python -m planner ...`): generate, solve, evaluate."""
-    from planner.__main__ import main as planner_main
+    from planner.cli import main as planner_main
 
     sys.exit(planner_main(list(args)))
 

@@ -113,7 +113,9 @@ class Gateway:
             os.makedirs(config.log_dir, exist_ok=True)
             path = os.path.join(config.log_dir, f"access-{os.getpid()}.jsonl")
         self.access_log, self._access_stream = open_access_log(path) if config.access_log else (None, None)
-        self.app = build_app(config, self.router, self.metrics, ControllerAdmin(controller), self.access_log)
+        self.controller = controller
+        self.app = build_app(config, self.router, self.metrics, ControllerAdmin(controller), self.access_log,
+                             before_scrape=self._flush_siblings)
         # A restarted gateway must know the routes before it takes connections (no 404 storm on restart).
         self.router.update_table(await controller.current_table.remote())
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -127,6 +129,15 @@ class Gateway:
         # collector's way, so a full collection never scans it and stalls the loop for tens of ms.
         gc.collect()
         gc.freeze()
+
+    async def _flush_siblings(self) -> None:
+        """Have every gateway apply its buffered metrics, so this scrape sees the whole node's traffic."""
+        try:
+            gateways = await asyncio.wait_for(self.controller.gateways.remote(), 1.0)
+            await asyncio.wait_for(asyncio.gather(*(g.flush_metrics.remote() for g in gateways),
+                                                  return_exceptions=True), 1.0)
+        except Exception:  # a sibling that is restarting: its samples show on the next scrape
+            pass
 
     async def _flush_access_log(self) -> None:
         """Apply buffered metrics and write buffered access lines, four times a second."""
@@ -150,6 +161,14 @@ class Gateway:
     def ready(self) -> dict:
         return {"pid": os.getpid(), "host": self.config.host, "port": self.config.port, "index": self.index,
                 "table_version": self.router.table.version}
+
+    def flush_metrics(self) -> None:
+        """Apply this process's buffered metrics to the node's shared metric files."""
+
+        async def flush():
+            self.metrics.flush()
+
+        self._on_loop(flush(), 5)
 
     def loop_type(self) -> str:
         """The class of the loop that runs the HTTP handlers (asked from inside that loop)."""

@@ -64,8 +64,9 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def build_app(config: GatewayConfig, router: Router, metrics: GatewayMetrics,
-              admin: AdminBackend | None = None, access_log=None) -> web.Application:
-    """The gateway's app. `access_log` is a structlog logger for one line per request (None: no lines)."""
+              admin: AdminBackend | None = None, access_log=None, before_scrape=None) -> web.Application:
+    """The gateway's app. `access_log` is a structlog logger for one line per request (None: no lines);
+    `before_scrape` is awaited before /metrics renders (the actor makes its sibling processes flush)."""
     app = web.Application(client_max_size=config.max_body_bytes)
     state = GatewayState()
     state.idle.set()
@@ -142,6 +143,8 @@ def build_app(config: GatewayConfig, router: Router, metrics: GatewayMetrics,
 
     async def metrics_handler(request: web.Request) -> web.Response:
         metrics.flush()  # on this loop, where observations are made
+        if before_scrape is not None:
+            await before_scrape()
         body = await asyncio.get_running_loop().run_in_executor(None, metrics.render)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -83,6 +83,14 @@ apps:
         max_queued_requests: 2
         request_timeout_s: 20
         resources: {num_cpus: 0.05}
+  - name: env
+    route_prefix: /env
+    ingress: environment
+    deployments:
+      - name: environment
+        import_path: deploy.examples.models:environment
+        runtime_env: {env_vars: {RAYGATE_TEST_COLOUR: teal}}
+        resources: {num_cpus: 0.05}
   - name: chaos
     route_prefix: /chaos
     ingress: chaos

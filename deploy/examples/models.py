@@ -8,7 +8,7 @@ import time
 
 from replicas.handle import get_handle
 
-__all__ = ["Linear", "Ensemble", "Flaky", "Slow", "Stallable"]
+__all__ = ["Linear", "Ensemble", "Flaky", "Slow", "Stallable", "environment"]
 
 # The quickstart's fixed weights: y = w . x
 WEIGHTS = tuple(round(0.1 * (i + 1) * (-1) ** i, 2) for i in range(16))
@@ -77,3 +77,8 @@ class Stallable(Linear):
         if os.path.exists(self.flag):
             time.sleep(self.stall_s)
         return super().__call__(payload)
+
+
+def environment(payload):
+    """A function deployment: the values of the environment variables named in `payload["names"]`."""
+    return {name: os.environ.get(name) for name in (payload or {}).get("names", [])}

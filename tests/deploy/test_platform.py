@@ -238,3 +238,12 @@ async def test_access_log_lines_are_json_with_the_request_fields(platform):
     assert entry["event"] == "access" and entry["status"] == 200 and entry["app"] == "quickstart"
     assert entry["version"] in ("v1", "v2") and entry["replica"].startswith("quickstart.linear.")
     assert entry["ms"] > 0 and entry["ts"] > 0
+
+
+async def test_function_deployment_runs_in_its_own_runtime_env(platform):
+    """A `module:function` deployment sees the env vars of its spec's runtime_env (and only its own process)."""
+    async with ClientSession() as session:
+        status, _, body = await _post(session, platform.url + "/env",
+                                      orjson.dumps({"names": ["RAYGATE_TEST_COLOUR"]}))
+    assert status == 200 and orjson.loads(body) == {"RAYGATE_TEST_COLOUR": "teal"}
+    assert os.environ.get("RAYGATE_TEST_COLOUR") is None
