@@ -1,1 +1,5 @@
-"""raygate replicas."""
+"""raygate replicas: one user callable per process, served over the direct channel."""
+
+from replicas.errors import BadInput
+
+__all__ = ["BadInput"]

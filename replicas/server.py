@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from replicas.callable import UserCallable
+from replicas.errors import BadInput
 from replicas.wire import (
     KIND_HELLO, KIND_PING, KIND_REQUEST, STATUS_BAD_REQUEST, STATUS_BUSY, STATUS_DRAINING, STATUS_OK, STATUS_USER_ERROR,
     FrameDecoder, FrameError, decode_request, encode_pong, encode_response,
@@ -91,6 +92,8 @@ class ReplicaCore:
         try:
             result = self.user.target(payload)
             return encode_response(call_id, STATUS_OK, orjson.dumps(result)), False
+        except BadInput as exc:
+            return encode_response(call_id, STATUS_BAD_REQUEST, _error_body("bad_input", str(exc), request_id)), False
         except Exception as exc:  # the user's code failed: answer 500, keep serving
             return encode_response(call_id, STATUS_USER_ERROR,
                                    _error_body("model_error", f"{type(exc).__name__}: {exc}", request_id)), True
@@ -112,6 +115,9 @@ class ReplicaCore:
         try:
             result = await self.user.target(payload)
             frame, failed = encode_response(call_id, STATUS_OK, orjson.dumps(result)), False
+        except BadInput as exc:
+            frame, failed = encode_response(call_id, STATUS_BAD_REQUEST, _error_body(
+                "bad_input", str(exc), request_id)), False
         except Exception as exc:
             frame, failed = encode_response(call_id, STATUS_USER_ERROR, _error_body(
                 "model_error", f"{type(exc).__name__}: {exc}", request_id)), True

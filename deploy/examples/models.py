@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 
+from replicas.errors import BadInput
 from replicas.handle import get_handle
 
 __all__ = ["Linear", "Ensemble", "Flaky", "Slow", "Stallable", "environment"]
@@ -23,10 +24,11 @@ class Linear:
 
     def __call__(self, payload):
         if not isinstance(payload, dict) or "x" not in payload:
-            raise ValueError('expected {"x": [16 floats]}')
+            raise BadInput('expected {"x": [16 floats]}')
         x = payload["x"]
-        if not isinstance(x, list) or len(x) != len(self.weights):
-            raise ValueError(f"x must be a list of {len(self.weights)} numbers")
+        if not isinstance(x, list) or len(x) != len(self.weights) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in x):
+            raise BadInput(f"x must be a list of {len(self.weights)} numbers")
         total = self.bias
         for w, v in zip(self.weights, x):
             total += w * v

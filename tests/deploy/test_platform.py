@@ -69,6 +69,9 @@ async def test_error_answers(platform):
         status, headers, body = await _post(session, platform.url + "/linear", b'{"x": [1, 2', **{"X-Request-Id": "req-7"})
         assert status == 400 and orjson.loads(body)["error"]["code"] == "bad_request"
         assert headers["X-Request-Id"] == "req-7"
+        status, _, body = await _post(session, platform.url + "/linear", b'{"x": [1, 2]}')
+        error = orjson.loads(body)["error"]
+        assert status == 400 and error["code"] == "bad_input" and "16 numbers" in error["message"]
         status, _, body = await _post(session, platform.url + "/does-not-exist", b"{}")
         assert status == 404 and orjson.loads(body)["error"]["code"] == "route_not_found"
         status, _, body = await _post(session, platform.url + "/linear", b"[" + b"1," * (1 << 20) + b"1]")

@@ -120,3 +120,21 @@ def test_load_callable_errors_name_the_problem():
     with pytest.raises(ImportPathError, match="takes no init_args"):
         load_callable("json:dumps", (1,))
     assert load_callable("deploy.examples.models:Linear", (), {"scale": 2.0}).target({"x": [1.0] * 16})["y"] != 0
+
+
+async def test_bad_input_from_user_code_answers_400_and_is_not_an_error():
+    from replicas.errors import BadInput
+
+    def picky(payload):
+        raise BadInput("x must be positive")
+
+    core, server, port = await _serve(picky)
+    conn = ReplicaConnection(asyncio.get_running_loop(), "127.0.0.1", port, TOKEN)
+    status, body = await conn.request(b"rid-3", b"/", b"{}")
+    error = orjson.loads(body)["error"]
+    assert status == STATUS_BAD_REQUEST and error == {"code": "bad_input", "message": "x must be positive",
+                                                      "request_id": "rid-3"}
+    assert core.errors == 0
+    conn.close()
+    server.close()
+    core.close()
