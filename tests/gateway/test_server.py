@@ -218,3 +218,34 @@ async def test_admin_api_needs_the_bearer_token(harness):
                                     json={"apps": [{"name": "x"}]}) as r:
         body = await r.json()
         assert r.status == 400 and "apps[0].route_prefix" in body["error"]["message"]
+
+
+async def test_hedged_request_is_answered_by_the_second_replica(harness):
+    """With hedge_after_s, an idempotent request stuck on one replica is also sent to another; first wins."""
+    gate = threading.Event()
+    stuck = await harness.replica(Echo(gate), "stuck")
+    quick = await harness.replica(Echo(), "quick")
+    await harness.start([VersionRoute("v1", 100, (stuck, quick))], idempotent=True, hedge_after_s=0.05,
+                        request_timeout_s=5.0)
+    # make the stuck replica the one chosen first: it is less loaded than a busy quick one
+    try:
+        answers = await asyncio.gather(*(harness.post("/api", b'{"n": 1}') for _ in range(6)))
+    finally:
+        gate.set()
+    assert all(status == 200 for status, _, _ in answers)
+    assert all(headers["X-Raygate-Replica"] == "quick" for _, headers, _ in answers)
+
+
+async def test_non_idempotent_request_is_not_retried_after_a_lost_connection(harness):
+    """POST to a deployment that is not idempotent: a replica dying mid-request gives 502, not a retry."""
+    gate = threading.Event()
+    doomed = await harness.replica(Echo(gate), "doomed")
+    await harness.start([VersionRoute("v1", 100, (doomed,))], request_timeout_s=5.0)
+    pending = asyncio.ensure_future(harness.post("/api", b"{}"))
+    await asyncio.sleep(0.2)
+    harness.servers[0].close()
+    for slot in harness.router.slots():
+        slot.connection.transport.abort()  # the connection drops while the request runs
+    status, _, body = await pending
+    gate.set()
+    assert status == 502 and orjson.loads(body)["error"]["code"] == "replica_failed"
