@@ -489,7 +489,7 @@ class Router:
                     if connection is None or connection.closed or connection.transport is None:
                         continue
                     if stall_after is not None and connection.oldest_pending_age(now) > stall_after:
-                        if self._eject(view, slot, "stalled"):
+                        if self._eject(view, slot, "stalled") and view.route.idempotent:
                             connection.close()  # in-flight requests fail now and are retried elsewhere
                     elif connection.oldest_ping_age(now) > policy.probe_timeout_s:
                         if self._eject(view, slot, "probe_timeout"):
