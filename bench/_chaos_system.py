@@ -212,7 +212,7 @@ class Serve:
         import ray
         from ray import serve
 
-        @serve.deployment(num_replicas=NUM_REPLICAS, max_ongoing_requests=MAX_ONGOING,
+        @serve.deployment(name=DEPLOYMENT, num_replicas=NUM_REPLICAS, max_ongoing_requests=MAX_ONGOING,
                           ray_actor_options={"num_cpus": NUM_CPUS})
         class ChaosModel:
             """Stallable (sync, like raygate's sync callables) on a 32-thread pool, as raygate's replicas run it."""
@@ -236,6 +236,7 @@ class Serve:
         serve.start(http_options={"host": "127.0.0.1", "port": self.port, "request_timeout_s": REQUEST_TIMEOUT_S})
         serve.run(self.app(self.bias), name=APP, route_prefix=f"/{APP}")
         wait_answering(self.url, 120)
+        self._check_names()
 
     def stop(self) -> None:
         import ray
@@ -249,11 +250,19 @@ class Serve:
             ray.shutdown()
 
     def _alive(self, class_name: str) -> list[int]:
-        from ray.util.state import list_actors
+        """Pids of ALIVE actors of that class, from the GCS actor table (no dashboard here for the state API)."""
+        from ray._private import state
 
-        actors = list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")], timeout=5,
-                             raise_on_missing_output=False)
-        return sorted(int(a.pid) for a in actors if a.pid)
+        actors = state.actors(actor_state_name="ALIVE")
+        return sorted(int(a["Pid"]) for a in actors.values()
+                      if a.get("ActorClassName") == class_name and a.get("Pid"))
+
+    def _check_names(self) -> None:
+        from ray._private import state
+
+        if len(self._alive(f"ServeReplica:{APP}:{DEPLOYMENT}")) != NUM_REPLICAS or not self.proxy_pids():
+            names = sorted({a.get("ActorClassName") for a in state.actors(actor_state_name="ALIVE").values()})
+            raise RuntimeError(f"Serve's replica/proxy actors not found by class name; alive classes: {names}")
 
     def snapshot(self) -> dict:
         from ray import serve
@@ -375,7 +384,8 @@ def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_
 
     eject_ctl = restored = None
     old_pids = set(before["running"])
-    deadline = t_fault + max(post_s, cap_s)
+    # a hung replica stays hung until the system acts or eject_cap_s passes; other faults: wait for the restore
+    deadline = t_fault + max(post_s, cap_s if fault in ("sigstop", "half_alive") else cfg["restore_cap_s"])
     load_end = start_at + steady_s + post_s
     timeline = []
     while time.time() < deadline:

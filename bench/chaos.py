@@ -209,8 +209,10 @@ def analyse(rec: dict) -> dict:
         return [i for i in range(len(t)) if t_fault + a <= t[i] < t_fault + b]
 
     after = window(0.0, 1e9)
-    failed = [i for i in after if status[i] != 200]
-    before_failed = sum(1 for i in range(len(t)) if t[i] < t_fault and status[i] != 200)
+    # failed: every non-200 answered (or given up on) at or after the fault, so requests in flight when it struck
+    # count too; failed_before_fault: those that had already failed before it (normally 0)
+    failed = [i for i in range(len(t)) if status[i] != 200 and t[i] + lat[i] >= t_fault]
+    before_failed = sum(1 for i in range(len(t)) if t[i] + lat[i] < t_fault and status[i] != 200)
     out["sent"] = len(t)
     out["sent_after_fault"] = len(after)
     out["failed"] = len(failed)
@@ -240,8 +242,14 @@ def analyse(rec: dict) -> dict:
     if rec.get("fault") == "gateway_kill":
         # no routing decision to time: the kernel stops handing connections to a dead process at once; what a
         # client sees is how long requests kept failing
-        out["eject_s"] = round(t[failed[-1]] - t_fault, 3) if failed else 0.0
-        out["eject_note"] = "gateway_kill: time from the fault to the last failed request's send time"
+        load_end = t[-1] if t else t_fault
+        if failed and t[failed[-1]] > load_end - 0.5:
+            out["eject_s"] = None
+            out["eject_note"] = (f"gateway_kill: requests kept failing to the end of the load window "
+                                 f"({load_end - t_fault:.1f} s after the fault)")
+        else:
+            out["eject_s"] = round(t[failed[-1]] - t_fault, 3) if failed else 0.0
+            out["eject_note"] = "gateway_kill: time from the fault to the last failed request's send time"
     if replicas and failed:
         out["failed_replicas"] = sorted({replicas[load["replica"][i]] for i in failed if load["replica"][i] >= 0})
     return out
@@ -294,11 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--post", type=float, default=11.0, help="seconds of load after the fault (default 11)")
     parser.add_argument("--eject-cap", type=float, default=30.0,
                         help="longest wait after the fault for ejection/restoration (default 30)")
+    parser.add_argument("--restore-cap", type=float, default=60.0,
+                        help="longest wait after the fault for the system to be whole again (default 60)")
     parser.add_argument("--quick", action="store_true", help="2 s steady, 10.5 s after, 1000 req/s only for sigkill")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, raw samples)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.steady, args.post, args.eject_cap = 2.5, 10.5, 20.0
+        args.steady, args.post, args.eject_cap, args.restore_cap = 2.5, 10.5, 20.0, 40.0
         if args.high_rate_faults is None:
             args.high_rate_faults = "sigkill"
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
@@ -312,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.post < 10.0:
         parser.error("--post must be at least 10 (the ten-second window)")
 
-    cfg = {"steady_s": args.steady, "post_s": args.post, "eject_cap_s": args.eject_cap, "whole_timeout_s": 120.0,
+    cfg = {"steady_s": args.steady, "post_s": args.post, "eject_cap_s": args.eject_cap,
+           "restore_cap_s": args.restore_cap, "whole_timeout_s": 120.0,
            "client_timeout_s": 15.0, "warmup_s": 3.0}
     work = tempfile.mkdtemp(prefix="rgc-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     loads = {"start": [round(x, 2) for x in os.getloadavg()]}
@@ -339,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             loads[f"before_{system}"] = [round(x, 2) for x in os.getloadavg()]
             print(f"[{system}] starting ({len(plan)} scenarios)", flush=True)
             child = Child(system, cmd, os.path.join(work, f"{system}.log")).start()
-            budget = 240 + len(plan) * (args.steady + args.post + 2 * args.eject_cap + 150)
+            budget = 240 + len(plan) * (args.steady + args.post + args.eject_cap + args.restore_cap + 150)
             rc = child.wait(budget)
             if rc is None:
                 notes.append(f"{system}: still running after {budget:.0f}s; stopped")
@@ -375,12 +386,15 @@ def main(argv: list[str] | None = None) -> int:
                 label = system if rec["rate"] == args.rate else f"{system}_{int(rec['rate'])}"
                 figures = analyse(rec)
                 figures["rate"] = rec["rate"]
-                if system == "serve" and fault in ("sigstop", "half_alive") and figures.get("eject_s") is None:
+                if figures.get("sent") is None:
+                    failed_systems.append(f"{system}:{fault}@{int(rec['rate'])}")
+                elif system == "serve" and fault in ("sigstop", "half_alive") and figures.get("eject_s") is None:
                     figures["eject_note"] = (f"Serve did not take the replica out of service within "
                                              f"{rec.get('monitor_end_s', args.eject_cap):.0f} s of the fault "
                                              f"(reported as null; its default health check: every 10 s, 30 s "
                                              f"timeout; a half-alive replica passes it)")
-                if system == "raygate" and fault == "half_alive" and figures.get("restored_s") is None:
+                if system == "raygate" and fault == "half_alive" and figures.get("restored_s") is None \
+                        and figures.get("sent") is not None:
                     figures["restore_note"] = ("the controller keeps a half-alive replica (its health checks "
                                                "pass); the gateways eject it: the count never dropped")
                 if fault == "rolling_update":
