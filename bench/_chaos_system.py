@@ -47,6 +47,7 @@ MAX_ONGOING = 64
 STALL_S = 5.0
 NUM_CPUS = 0.1
 NUM_GATEWAYS = 2
+USED_VICTIMS: set = set()  # replica pids already hurt in an earlier scenario
 
 
 class Stop(Exception):
@@ -349,7 +350,9 @@ def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_
     # victim chosen before the fault
     victim_pid = victim_id = None
     if fault in ("sigkill", "sigstop", "half_alive"):
-        victim_pid = sorted(before["running"])[0]
+        fresh = [pid for pid in sorted(before["running"]) if pid not in USED_VICTIMS]  # not one hurt before
+        victim_pid = (fresh or sorted(before["running"]))[0]
+        USED_VICTIMS.add(victim_pid)
         victim_id = before["running"][victim_pid]
     elif fault == "gateway_kill":
         victim_pid = system.proxy_victim()

@@ -306,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="longest wait after the fault for the system to be whole again (default 60)")
     parser.add_argument("--quick", action="store_true", help="2 s steady, 10.5 s after, 1000 req/s only for sigkill")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, raw samples)")
+    parser.add_argument("--from-dir", default=None,
+                        help="run nothing: redo the figures from a work directory kept by an earlier --keep run")
     args = parser.parse_args(argv)
     if args.quick:
         args.steady, args.post, args.eject_cap, args.restore_cap = 2.5, 10.5, 20.0, 40.0
@@ -336,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     failed_systems = []
     try:
-        for system in systems:
+        for system in systems if not args.from_dir else ():
             plan = []
             for fault in faults:
                 plan.append({"fault": fault, "rate": args.rate})
@@ -373,6 +375,15 @@ def main(argv: list[str] | None = None) -> int:
         failed_systems.append("interrupted")
     finally:
         loads["end"] = [round(x, 2) for x in os.getloadavg()]
+    if args.from_dir:
+        shutil.rmtree(work, ignore_errors=True)
+        work = args.from_dir
+        for system in systems:
+            path = os.path.join(work, f"{system}.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    records[system] = json.load(f)
+        notes.append(f"figures redone from {work}; machine load averages are today's, not the run's")
 
     # figures
     summary: dict = {"benchmark": "chaos"}
@@ -401,6 +412,16 @@ def main(argv: list[str] | None = None) -> int:
                     figures["eject_note"] = "rolling_update: time to the first old replica leaving the running set"
                 entry[label] = figures
                 rows.append((fault, f"{system}@{int(rec['rate'])}", figures))
+        rg, sv = entry.get("raygate"), entry.get("serve")
+        if rg and sv and rg.get("sent") is not None and sv.get("sent") is not None:
+            def ratio(key):
+                a, b = rg.get(key), sv.get(key)
+                return round(a / b, 3) if a is not None and b else None
+
+            # raygate's figure over Serve's, same rate, same run (below 1: raygate better)
+            entry["raygate_over_serve"] = {k: ratio(k) for k in ("p99_1s_ms", "p99_10s_ms", "p99_2s_ms",
+                                                                 "max_10s_ms", "eject_s", "restored_s")}
+            entry["raygate_over_serve"]["failed"] = [rg["failed"], sv["failed"]]
         summary[fault] = entry
 
     # targets: raygate at the high rate
@@ -417,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                           "by_fault": targets, "sigkill_met": targets.get("sigkill", {}).get("met")}
     summary["rate"] = args.rate
     summary["high_rate"] = args.high_rate
-    summary["config"] = cfg
+    summary["config"] = dict(cfg, status_poll_s={"raygate": 0.1, "serve": 0.2})
     summary["setup"] = {"replicas": 3, "request_timeout_s": 10, "max_ongoing_requests": 64, "stall_s": 5.0,
                         "raygate_gateways": 2, "raygate_idempotent": True,
                         "serve": "defaults (1 proxy per node, health check every 10 s, 30 s timeout), "
@@ -450,6 +471,15 @@ def main(argv: list[str] | None = None) -> int:
                          f"(charged to latency)")
         for line in extra:
             print(f"  {fault} {label}: {line}")
+    compared = [(f, summary[f]["raygate_over_serve"]) for f in faults if summary.get(f, {}).get("raygate_over_serve")]
+    if compared:
+        print(f"\nraygate / Ray Serve at {args.rate:g} req/s, same run "
+              f"(below 1: raygate lower; failed: raygate vs Serve):")
+        for fault, r in compared:
+            print(f"  {fault:<15} p99 1s {fmt(r['p99_1s_ms'], '{:.3g}x', 'n/a')}, p99 10s "
+                  f"{fmt(r['p99_10s_ms'], '{:.3g}x', 'n/a')}, max 10s {fmt(r['max_10s_ms'], '{:.3g}x', 'n/a')}, "
+                  f"eject {fmt(r['eject_s'], '{:.3g}x', 'n/a')}, restore {fmt(r['restored_s'], '{:.2f}x', 'n/a')}, "
+                  f"failed {r['failed'][0]} vs {r['failed'][1]}")
     if targets:
         print(f"\nraygate at {args.high_rate:g} req/s, target: 0 failed and 2 s p99 <= {TARGET_RATIO}x steady: "
               + ", ".join(f"{f} {'met' if v['met'] else 'NOT met'} ({v['failed']} failed, "
@@ -457,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"note: {note}")
     print(f"machine: {os.cpu_count()} CPUs, load averages {loads}")
-    if args.keep or failed_systems:
+    if args.keep or failed_systems or args.from_dir:
         print(f"logs and raw samples kept in {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
