@@ -324,6 +324,35 @@ def wait_whole(system, timeout_s: float) -> float | None:
     return None
 
 
+def _cpu_ticks() -> dict[int, tuple[int, int, int]]:
+    """pid -> (pgrp, session, utime+stime ticks) for every live process."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()
+        out[int(entry)] = (int(fields[2]), int(fields[3]), int(fields[11]) + int(fields[12]))
+    return out
+
+
+def foreign_cpu_pct(before: dict, after: dict, ours: set[int], wall_s: float) -> float:
+    """CPU% (100 = one core) used meanwhile by processes that are not this benchmark's: not in this process's
+    group or session (Ray's processes and the load generator are), nor one of `ours` (Redis). A lower bound:
+    processes that exited meanwhile are missed."""
+    me_group, me_session = os.getpgrp(), os.getsid(0)
+    ticks = 0
+    for pid, (pgrp, sid, used) in after.items():
+        if pgrp in (me_group, me_session) or sid in (me_group, me_session) or pid in ours:
+            continue
+        ticks += used - (before[pid][2] if pid in before else 0)
+    return round(100.0 * ticks / os.sysconf("SC_CLK_TCK") / wall_s, 1)
+
+
 def start_load(url: str, rate: float, duration_s: float, start_at: float, out: str, timeout_s: float):
     cmd = [sys.executable, os.path.join(BENCH, "_chaos_load.py"), "--url", url, "--rate", str(rate),
            "--duration", str(duration_s), "--start-at", f"{start_at:.6f}", "--out", out, "--timeout", str(timeout_s)]
@@ -344,6 +373,7 @@ def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_
     before = system.snapshot()
     load_file = os.path.join(out_dir, f"load-{system.name}-{fault}-{int(rate)}.json")
     start_at = time.time() + 1.5
+    ticks_before, ticks_t0 = _cpu_ticks(), time.monotonic()
     load = start_load(system.url, rate, steady_s + post_s, start_at, load_file, cfg["client_timeout_s"])
     rec.update(load_file=load_file, steady_s=steady_s, post_s=post_s, load_start=start_at)
     fault_due = start_at + steady_s
@@ -468,6 +498,9 @@ def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_
         out, _ = load.communicate()
         rec["notes"].append("load generator did not finish; killed")
     rec["load_output"] = out.strip()[-300:]
+    ours = {system.redis.process.pid} if getattr(system, "redis", None) is not None else set()
+    rec["other_cpu_pct"] = foreign_cpu_pct(ticks_before, _cpu_ticks(), ours, time.monotonic() - ticks_t0)
+    rec["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
 
     # after the fact: raygate's gateways keep their recent ejections with wall-clock times
     if system.name == "raygate" and victim_id and fault in ("sigkill", "sigstop", "half_alive"):

@@ -65,6 +65,7 @@ FAULTS = ("sigkill", "sigstop", "half_alive", "gateway_kill", "rolling_update")
 SYSTEMS = ("raygate", "serve")
 TARGET_RATIO = 1.5  # raygate at 1000 req/s: p99 over 2 s after the kill <= 1.5x the steady p99 ...
 TARGET_FAILED = 0  # ... and no failed request (idempotent deployment)
+BUSY_CPU_PCT = 20.0  # other processes used more than this (% of one core) during a scenario: flag it
 
 
 # --------------------------------------------------------------------------------------------- child processes
@@ -191,7 +192,8 @@ def _ms(x):
 def analyse(rec: dict) -> dict:
     """Figures of one scenario from its load samples and the child's timings."""
     out = {k: rec.get(k) for k in ("eject_s", "restored_s", "eject_gateway_s", "eject_controller_s",
-                                   "victim_id", "victim_pid", "undo", "whole_after_s", "loadavg_before")}
+                                   "victim_id", "victim_pid", "undo", "whole_after_s", "loadavg_before",
+                                   "loadavg_after", "other_cpu_pct")}
     out["notes"] = list(rec.get("notes", []))
     if rec.get("error"):
         out["error"] = rec["error"]
@@ -222,6 +224,7 @@ def analyse(rec: dict) -> dict:
         key = "no_answer" if status[i] == 0 else str(status[i])
         kinds[key] = kinds.get(key, 0) + 1
     out["failed_by_status"] = kinds
+    out["failed_in_flight"] = sum(1 for i in failed if t[i] < t_fault)  # sent before the fault, failed after
     out["client_errors"] = load.get("errors", {})
     if failed:
         out["failed_sent_between_s"] = [round(t[failed[0]] - t_fault, 3), round(t[failed[-1]] - t_fault, 3)]
@@ -262,7 +265,7 @@ def fmt(x, spec="{:.1f}", none="-") -> str:
 def print_table(rows: list[tuple[str, str, dict]], rate: float, high_rate: float, eject_cap: float) -> None:
     cols = [("fault", 15), ("system", 14), ("failed", 7), ("eject s", 8), ("restore s", 10), ("steady p99", 11),
             ("1s p50", 8), ("1s p99", 8), ("1s p99.9", 9), ("1s max", 8), ("10s p50", 8), ("10s p99", 8),
-            ("10s p99.9", 10), ("10s max", 8), ("2s p99", 8), ("x steady", 9)]
+            ("10s p99.9", 10), ("10s max", 8), ("2s p99", 8), ("x steady", 9), ("other CPU%", 11)]
     header = "".join(f"{name:<{w}}" if i < 2 else f"{name:>{w}}" for i, (name, w) in enumerate(cols))
     print()
     print(f"latencies in ms over requests sent in the window after the fault (failed ones included); "
@@ -281,7 +284,9 @@ def print_table(rows: list[tuple[str, str, dict]], rate: float, high_rate: float
                 fmt(r["restored_s"], "{:.2f}"), fmt(r["steady_p99_ms"]),
                 fmt(r["p50_1s_ms"]), fmt(r["p99_1s_ms"]), fmt(r["p999_1s_ms"]), fmt(r["max_1s_ms"]),
                 fmt(r["p50_10s_ms"]), fmt(r["p99_10s_ms"]), fmt(r["p999_10s_ms"]), fmt(r["max_10s_ms"]),
-                fmt(r["p99_2s_ms"]), fmt(r["ratio_2s"], "{:.2f}")]
+                fmt(r["p99_2s_ms"]), fmt(r["ratio_2s"], "{:.2f}"),
+                fmt(r.get("other_cpu_pct"), "{:.0f}") + (" !" if (r.get("other_cpu_pct") or 0) >= BUSY_CPU_PCT
+                                                         else "")]
         line = f"{fault:<15}{label:<14}" + "".join(f"{v:>{w}}" for v, (_, w) in zip(vals, cols[2:]))
         print(line)
     print()
@@ -445,6 +450,14 @@ def main(argv: list[str] | None = None) -> int:
                                  "http request_timeout_s=10, max_ongoing_requests=64"}
     summary["startup_s"] = {s: (records.get(s) or {}).get("startup_s") for s in systems}
     summary["machine"] = {"nproc": os.cpu_count(), "platform": platform.platform(), "loadavg": loads}
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        summary["git"] = head + ("+dirty" if dirty else "")
+    except Exception:  # noqa: BLE001
+        summary["git"] = None
     summary["notes"] = notes
     summary["failed_systems"] = failed_systems
     try:
@@ -484,6 +497,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nraygate at {args.high_rate:g} req/s, target: 0 failed and 2 s p99 <= {TARGET_RATIO}x steady: "
               + ", ".join(f"{f} {'met' if v['met'] else 'NOT met'} ({v['failed']} failed, "
                           f"{fmt(v['ratio_2s'], '{:.2f}')}x)" for f, v in targets.items()))
+    busy = sorted(f"{label}:{fault}" for fault, label, r in rows if (r.get("other_cpu_pct") or 0) >= BUSY_CPU_PCT)
+    summary["busy_scenarios"] = busy
+    summary["machine_busy"] = bool(busy)
+    if busy:
+        print(f"\nWARNING: other processes used >= {BUSY_CPU_PCT:.0f}% CPU (of {100 * (os.cpu_count() or 1)}%) "
+              f"during {', '.join(busy)} ('other CPU%'): those figures show a loaded machine, not the system")
     for note in notes:
         print(f"note: {note}")
     print(f"machine: {os.cpu_count()} CPUs, load averages {loads}")
