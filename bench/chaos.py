@@ -34,8 +34,8 @@ The last line is one JSON object keyed by fault (sigkill, sigstop, half_alive, g
 with raygate / serve (at --rate) and raygate_<high-rate> entries holding failed, eject_s, restored_s, p99_1s_ms,
 p99_10s_ms and more.
 
-    .venv/bin/python bench/chaos.py                       # all faults, both systems (~15 min)
-    .venv/bin/python bench/chaos.py --quick               # shorter windows, 1000 req/s only for sigkill
+    .venv/bin/python bench/chaos.py                       # all faults, both systems (~7 min on 2 cores)
+    .venv/bin/python bench/chaos.py --quick               # shorter windows, 1000 req/s only for sigkill (~5 min)
     .venv/bin/python bench/chaos.py --faults sigkill,sigstop --systems raygate
 """
 
