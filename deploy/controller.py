@@ -100,6 +100,9 @@ class Controller:
         from gateway.logs import configure_logging
 
         configure_logging()
+        from deploy.embedded import serving_priority
+
+        serving_priority()  # health probing is latency-bound too
         self.config = config
         self.spec = Spec()
         self.versions: dict[tuple[str, str, str], VersionState] = {}

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["EmbeddedRedis", "RedisNotInstalled", "free_port", "start_local_ray", "loopback_ray_env"]
+__all__ = ["EmbeddedRedis", "RedisNotInstalled", "free_port", "start_local_ray", "loopback_ray_env",
+           "serving_priority", "can_raise_priority"]
 
 
 class RedisNotInstalled(RuntimeError):
@@ -96,14 +97,48 @@ class EmbeddedRedis:
             self.process.wait()
 
 
+def can_raise_priority() -> bool:
+    """Whether this process (and the workers it starts) may lower a niceness again (root or CAP_SYS_NICE)."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 23))  # CAP_SYS_NICE
+    except OSError:
+        pass
+    return False
+
+
 def loopback_ray_env() -> dict[str, str]:
-    """Environment that keeps a local Ray's sockets on loopback and its workers at normal priority.
+    """Environment that keeps a local Ray's sockets on loopback, with a deliberate worker priority.
 
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 together with `_node_ip_address="127.0.0.1"` keeps every agent on
-    127.0.0.1. Ray starts workers at niceness 15 by default, which suits batch jobs but starves a serving
-    gateway and its replicas whenever anything else runs; serving is latency-bound, so workers run at 0.
+    127.0.0.1. Ray starts workers at niceness 15, which starves a gateway or replica whenever anything else
+    runs. Where serving processes can raise their own priority once they are ready (`serving_priority`),
+    workers keep 15: a worker booting (imports, model load) then never takes CPU from the ones serving, which
+    is what keeps p99 flat while a killed replica is replaced or a version rolls. Elsewhere every worker
+    runs at 0.
     """
-    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_worker_niceness": "0"}
+    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_worker_niceness": "15" if can_raise_priority() else "0"}
+
+
+def serving_priority() -> None:
+    """Called by a gateway, replica or controller once it is ready: niceness 0 for every thread of the
+    process (Linux keeps a niceness per thread; threads started later inherit their creator's), if permitted;
+    otherwise it stays as Ray started it."""
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]
+    for tid in threads:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) > 0:
+                os.setpriority(os.PRIO_PROCESS, tid, 0)
+        except OSError:
+            pass  # not permitted, or the thread ended
 
 
 def start_local_ray(temp_dir: str | os.PathLike | None = None, num_cpus: float | None = None,

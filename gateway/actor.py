@@ -16,6 +16,7 @@ import time
 import uvloop
 from aiohttp import web
 
+from deploy.embedded import serving_priority
 from gateway.config import GatewayConfig
 from gateway.logs import configure_logging, open_access_log
 from gateway.metrics import GatewayMetrics, MetricsObserver, mark_dead_processes
@@ -68,21 +69,11 @@ class ControllerAdmin:
         await self.controller.shutdown.remote(True)
 
 
-def _raise_priority() -> None:
-    """Ray starts workers at niceness 15; a gateway is latency-bound, so it asks for 0 when allowed."""
-    try:
-        if os.getpriority(os.PRIO_PROCESS, 0) > 0:
-            os.setpriority(os.PRIO_PROCESS, 0, 0)
-    except OSError:
-        pass  # not permitted (no CAP_SYS_NICE): keep Ray's niceness
-
-
 class Gateway:
     """Ray actor class (created by the controller)."""
 
     def __init__(self, config: GatewayConfig, index: int = 0) -> None:
         configure_logging()
-        _raise_priority()
         self.config = config
         self.index = index
         self.started_at = time.time()
@@ -129,6 +120,7 @@ class Gateway:
         # collector's way, so a full collection never scans it and stalls the loop for tens of ms.
         gc.collect()
         gc.freeze()
+        serving_priority()  # booted at Ray's worker niceness; serve at 0 where permitted
 
     async def _flush_siblings(self) -> None:
         """Have every gateway apply its buffered metrics, so this scrape sees the whole node's traffic."""

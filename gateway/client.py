@@ -53,7 +53,7 @@ class ReplicaConnection(asyncio.Protocol):
         self._next_call_id = 0
         self._out: list[bytes] = []
         self._decoder = FrameDecoder()
-        self._sent: deque[tuple[int, float]] = deque()  # (call id, monotonic send time), oldest first
+        self._sent: deque[tuple] = deque()  # (call id, monotonic send time, deadline), oldest first
         self._pings: dict[int, float] = {}  # ping call id -> monotonic send time
         self.last_ping_at = 0.0
         self.last_pong_at = 0.0
@@ -111,19 +111,26 @@ class ReplicaConnection(asyncio.Protocol):
         future = self.loop.create_future()
         self._pending[call_id] = future
         sent = self._sent
-        sent.append((call_id, time.monotonic()))
+        sent.append((call_id, time.monotonic(), deadline))  # the router's monitor expires overdue calls
         if len(sent) > 4096:
             self.oldest_pending_age(0.0)  # drop answered entries
         if not self._out:
             self.loop.call_soon(self._flush)
         self._out.append(encode_request(call_id, request_id, path, body, deadline_ms))
-        timer = self.loop.call_at(deadline, expire, future) if deadline is not None else None
         try:
             return await future
         finally:
             self._pending.pop(call_id, None)
-            if timer is not None:
-                timer.cancel()
+
+    def expire_overdue(self, loop_now: float) -> None:
+        """Fail calls whose deadline (loop time) has passed. Run a few times a second by the router's
+        monitor: cheaper than a timer per request, at the cost of up to one monitor period of lateness."""
+        pending = self._pending
+        for call_id, _, deadline in self._sent:
+            if deadline is not None and deadline <= loop_now:
+                future = pending.get(call_id)
+                if future is not None:
+                    expire(future)
 
     def _flush(self) -> None:
         out, self._out = self._out, []

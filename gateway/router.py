@@ -146,6 +146,7 @@ class Router:
         self._background: set[asyncio.Task] = set()
         self.ejections: deque[dict] = deque(maxlen=256)  # recent ejections, for status and tests
         self._in_probation = 0  # replicas ejected and not yet readmitted (recounted by the monitor)
+        self._retired: set[ReplicaSlot] = set()  # gone from the table, calls still in flight
 
     # -- table ------------------------------------------------------------------------------------
     def update_table(self, table: RoutingTable) -> None:
@@ -177,8 +178,11 @@ class Router:
         for replica_id, slot in self._slots.items():
             if replica_id not in slots:
                 slot.retired = True
-                if slot.in_flight == 0 and slot.connection is not None:
-                    slot.connection.close()
+                if slot.in_flight == 0:
+                    if slot.connection is not None:
+                        slot.connection.close()
+                else:
+                    self._retired.add(slot)  # its calls still need their deadlines watched
         self._slots = slots
         self._views = views
         self.table = table
@@ -268,6 +272,8 @@ class Router:
                 else:
                     result = await self._attempt(view, version, body, request_id, path, deadline_ms, deadline,
                                                  excluded)
+                if attempts == 1:
+                    return result
                 return CallResult(result.status, result.body, result.version, result.replica_id, attempts)
             except _Retry as failure:
                 if failure.sent:
@@ -286,7 +292,11 @@ class Router:
 
     async def _attempt(self, view: _DeploymentView, version: _VersionView, body, request_id, path, deadline_ms,
                        deadline: float, excluded: set[str]) -> CallResult:
-        slot = await self._acquire(view, version, excluded, deadline)
+        slot = choose_replica(version.slots, view.route.max_ongoing_requests, self.clock(), self.rng, excluded)
+        if slot is None:
+            slot = await self._acquire(view, version, excluded, deadline)
+        else:
+            slot.in_flight += 1
         connection = slot.connection
         if connection is None or connection.closed:
             connection = slot.connection = self._connection_factory(
@@ -396,8 +406,10 @@ class Router:
     def _release(self, version: _VersionView, slot: ReplicaSlot) -> None:
         slot.in_flight -= 1
         if slot.retired:
-            if slot.in_flight == 0 and slot.connection is not None:
-                slot.connection.close()
+            if slot.in_flight == 0:
+                self._retired.discard(slot)
+                if slot.connection is not None:
+                    slot.connection.close()
             return
         version.queue.wake_one()
 
@@ -469,6 +481,10 @@ class Router:
 
     def _monitor_once(self, now: float) -> None:
         policy = self.policy
+        loop_now = self.loop.time()
+        for slot in (*self._slots.values(), *self._retired):
+            if slot.connection is not None and not slot.connection.closed:
+                slot.connection.expire_overdue(loop_now)  # deadlines of calls in flight
         self._in_probation = sum(1 for slot in self._slots.values() if slot.probation)
         for view in self._views.values():
             for version in view.versions:

@@ -249,3 +249,15 @@ async def test_non_idempotent_request_is_not_retried_after_a_lost_connection(har
     status, _, body = await pending
     gate.set()
     assert status == 502 and orjson.loads(body)["error"]["code"] == "replica_failed"
+
+
+async def test_deadline_passes_while_the_replica_holds_the_request(harness):
+    """A request already sent to a replica that never answers ends with 504 once its deadline passes."""
+    gate = threading.Event()
+    replica = await harness.replica(Echo(gate), "r1")
+    await harness.start([VersionRoute("v1", 100, (replica,))], request_timeout_s=0.5)
+    try:
+        status, _, body = await asyncio.wait_for(harness.post("/api", b"{}"), 5)
+    finally:
+        gate.set()
+    assert status == 504 and orjson.loads(body)["error"]["code"] == "deadline_exceeded"
