@@ -2,7 +2,7 @@
 
 A fresh local Ray on loopback (address="local", no dashboard), Serve's HTTP proxy on 127.0.0.1:<port>.
 `--mode default` leaves Serve's settings alone; `--mode tuned` applies the knobs in TUNED_ENV / TUNED_OPTIONS.
-Both modes run Ray workers at niceness 0 (RAY_worker_niceness=0), as raygate's start_local_ray does, so the
+Both modes run Ray workers at niceness 0 (RAY_worker_niceness=0), the niceness raygate serves at, so the
 comparison is fair (Ray's own default is 15). Started by bench/gateway.py as its own process (session leader,
 so Ray's processes share its process group); prints `READY <url>` once POST /linear answers 200; on SIGTERM it
 shuts Serve and Ray down.

@@ -12,7 +12,8 @@ Systems, each in its own process (its own fresh local Ray where it has one), one
 For each: wait for its READY line, check the answers (y matches the model), warm up with wrk, then
 `wrk -t2 -c{8,64} -d{duration}s --timeout 10s --latency -s bench/post.lua URL`, then stop it (SIGTERM, then its
 process group) and make sure nothing of it is left before the next one starts. Both Ray Serve runs use
-RAY_worker_niceness=0, as raygate's start_local_ray does (Ray's own default is 15).
+RAY_worker_niceness=0 (Ray's own default is 15), so their proxy and replicas serve at niceness 0 as raygate's
+gateways and replicas do once ready.
 
 Prints a table, then (last line) one JSON object: raygate_rps, raygate_p99_ms, serve_rps, serve_p99_ms,
 ceiling_rps, ratio_to_ceiling, ratio_to_serve (64 connections), ratio_to_ceiling_c8 (8 connections), per-run
@@ -405,7 +406,7 @@ def summarise(records: dict, args, loads: dict) -> dict:
     summary["warmup_s"] = args.warmup
     summary["wrk"] = f"wrk -t{WRK_THREADS} -c{{8,64}} -d{args.duration}s --timeout {WRK_TIMEOUT} --latency " \
                      f"-s bench/post.lua"
-    summary["serve_env"] = "both Serve runs: RAY_worker_niceness=0 (as raygate's start_local_ray sets), loopback"
+    summary["serve_env"] = "both Serve runs: RAY_worker_niceness=0 (raygate serves at 0 too), loopback"
     try:
         import importlib.util
 
