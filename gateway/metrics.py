@@ -27,7 +27,7 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         registry = registry if registry is not None else (None if _multiprocess_dir() else REGISTRY)
         self._registry = registry
-        kwargs = {"registry": registry} if registry is not None else {"registry": None}
+        kwargs = {"registry": registry}  # None: multiprocess mode, where the files are the registry
         self.requests = Counter("raygate_requests", "HTTP requests answered, by app, deployment, version and "
                                 "status code", ["app", "deployment", "version", "code"], **kwargs)
         self.latency = Histogram("raygate_request_latency_seconds", "Gateway request latency",
@@ -50,6 +50,7 @@ class GatewayMetrics:
                                         ["app", "deployment", "version"], buckets=_LATENCY_BUCKETS, **kwargs)
         self.pin_ignored = Counter("raygate_pin_ignored", "X-Raygate-Version headers ignored because the "
                                    "deployment does not allow pinning", ["app", "deployment"], **kwargs)
+        self.in_flight_source = None  # callable -> {app: requests in flight}, sampled at each flush
         self._request_children: dict = {}
         self._pending_requests: dict = {}
         self._pending_latency: dict = {}
@@ -69,6 +70,9 @@ class GatewayMetrics:
         histogram[-1] += seconds
 
     def flush(self) -> None:
+        if self.in_flight_source is not None:
+            for app, count in list(self.in_flight_source().items()):
+                self.in_flight_for(app).set(count)
         requests, self._pending_requests = self._pending_requests, {}
         for (app, deployment, version, code), count in requests.items():
             key = (app, deployment, version, code)

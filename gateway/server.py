@@ -37,6 +37,7 @@ class AdminBackend(Protocol):
 class GatewayState:
     draining: bool = False  # set when the gateway stops: /-/ready answers 503
     in_flight: int = 0  # requests being answered by this process
+    in_flight_by_app: dict = field(default_factory=dict)  # app -> requests being answered
     served: int = 0  # requests answered by this process
     traffic: dict = field(default_factory=dict)  # (app, deployment, version) -> requests answered
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -70,6 +71,8 @@ def build_app(config: GatewayConfig, router: Router, metrics: GatewayMetrics,
     app = web.Application(client_max_size=config.max_body_bytes)
     state = GatewayState()
     state.idle.set()
+    metrics.in_flight_source = lambda: state.in_flight_by_app
+    in_flight_by_app = state.in_flight_by_app
     app[ROUTER], app[STATE], app[METRICS], app[CONFIG], app[ADMIN] = router, state, metrics, config, admin
     max_body = config.max_body_bytes
     log_access = config.access_log and access_log is not None
@@ -93,6 +96,7 @@ def build_app(config: GatewayConfig, router: Router, metrics: GatewayMetrics,
         app_name, deployment = route.name, route.ingress
         version, replica = "-", "-"
         state.in_flight += 1
+        in_flight_by_app[app_name] = in_flight_by_app.get(app_name, 0) + 1
         if state.in_flight == 1:
             state.idle.clear()
         try:
@@ -114,6 +118,7 @@ def build_app(config: GatewayConfig, router: Router, metrics: GatewayMetrics,
             response = _error_response(error, request_id)
         finally:
             state.in_flight -= 1
+            in_flight_by_app[app_name] -= 1
             if state.in_flight == 0:
                 state.idle.set()
         elapsed = perf_counter() - started

@@ -153,6 +153,8 @@ async def test_full_queue_answers_503_with_retry_after_and_deadline_504(harness)
     await asyncio.sleep(0.1)
     second = asyncio.ensure_future(harness.post("/api", b"{}"))
     await asyncio.sleep(0.1)
+    async with harness.session.get(harness.url("/metrics")) as r:
+        assert 'raygate_requests_in_flight{app="app"} 2.0' in await r.text()  # one running, one queued
     status, headers, body = await harness.post("/api", b"{}")
     assert status == 503 and headers["Retry-After"] == "1"
     assert orjson.loads(body)["error"]["code"] == "overloaded"
@@ -198,6 +200,7 @@ async def test_health_ready_routes_and_metrics(harness):
         text = await r.text()
     assert 'raygate_requests_total{app="app",code="200",deployment="dep",version="v1"} 1.0' in text
     assert "raygate_request_latency_seconds_bucket" in text
+    assert 'raygate_requests_in_flight{app="app"} 0.0' in text
 
 
 async def test_admin_api_needs_the_bearer_token(harness):
