@@ -367,8 +367,14 @@ class Controller:
                     request_timeout_s=dep.request_timeout_s, idempotent=dep.idempotent,
                     allow_pinning=dep.allow_pinning, max_retries=dep.max_retries,
                     hedge_after_s=dep.hedge_after_s)
+        states: dict[tuple, dict[str, int]] = {}
+        for key, state in self.versions.items():
+            counts = {name: 0 for name in (STARTING, RUNNING, DRAINING)}
+            for record in state.replicas.values():
+                counts[record.state] = counts.get(record.state, 0) + 1
+            states[key] = counts
         return RoutingTable(version=version, apps=tuple(apps), deployments=deployments,
-                            channel_token=self.channel_token)
+                            channel_token=self.channel_token, replica_states=states)
 
     def _publish(self) -> None:
         # Milliseconds since the epoch keep versions increasing across controller restarts.

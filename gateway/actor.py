@@ -143,10 +143,10 @@ class Gateway:
                     pass
 
     def _table_updated(self, table: RoutingTable) -> None:
-        counts = {}
+        counts = {(*key, state): n for key, by_state in table.replica_states.items() for state, n in by_state.items()}
         for route in table.deployments.values():
             for version in route.versions:
-                counts[(route.app, route.name, version.name, "RUNNING")] = len(version.replicas)
+                counts.setdefault((route.app, route.name, version.name, "RUNNING"), len(version.replicas))
         self.metrics.set_replicas(counts)
 
     # -- Ray calls --------------------------------------------------------------------------------

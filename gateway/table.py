@@ -75,6 +75,7 @@ class RoutingTable:
     apps: tuple[AppRoute, ...] = ()
     deployments: dict = field(default_factory=dict)  # (app, deployment) -> DeploymentRoute
     channel_token: bytes = b""  # shared secret for replicas' direct channels
+    replica_states: dict = field(default_factory=dict)  # (app, deployment, version) -> {state: count}
     _by_prefix: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

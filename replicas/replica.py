@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import uvloop
 
+from deploy.embedded import serving_priority
 from replicas.callable import load_callable
 from replicas.context import ReplicaContext, set_replica_context
 from replicas.server import ChannelServerProtocol, ReplicaCore
@@ -62,6 +63,7 @@ class Replica:
         self.port = self.server.sockets[0].getsockname()[1]
         gc.collect()
         gc.freeze()  # the user's model and the libraries are permanent: full collections skip them
+        serving_priority()  # booted (imports, model load) at Ray's worker niceness; serve at 0 where permitted
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)

@@ -169,6 +169,10 @@ async def test_metrics_scrape_sees_the_whole_node_and_never_goes_back(platform):
                 seen.append(total(await r.text()))
     assert all(value >= before + 40 for value in seen), (before, seen)
     assert seen == sorted(seen)
+    async with ClientSession() as session:
+        async with session.get(platform.url + "/metrics") as r:
+            text = await r.text()
+    assert 'raygate_replicas{app="chaos",deployment="chaos",state="RUNNING",version="v1"} 3.0' in text
 
 
 async def test_killed_replica_is_replaced_and_traffic_keeps_flowing(platform):
