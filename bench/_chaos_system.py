@@ -36,9 +36,8 @@ import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
-import urllib.request  # noqa: E402
 
-BODY = json.dumps({"x": [0.5 * (i + 1) for i in range(16)]}).encode()
+from bench._ready import wait_answering  # noqa: E402  (after the sys.path fix above)
 APP = "chaos"
 DEPLOYMENT = "chaos"
 NUM_REPLICAS = 3
@@ -60,21 +59,6 @@ def _on_signal(*_):
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def wait_answering(url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            req = urllib.request.Request(url, data=BODY, headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                if resp.status == 200:
-                    return
-        except Exception as exc:  # noqa: BLE001 - keep trying until the deadline
-            last = exc
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer 200 in {timeout_s}s (last error: {last!r})")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -11,36 +11,17 @@ stops the Platform, Ray and Redis.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 import threading
-import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # bench/gateway.py would shadow the `gateway` package (and Ray workers inherit the driver's sys.path): drop bench/.
 sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or ".") not in (ROOT, os.path.dirname(
     os.path.abspath(__file__)))]
 
-BODY = json.dumps({"x": [0.5 * (i + 1) for i in range(16)]}).encode()
-
-
-def wait_answering(url: str, timeout_s: float) -> None:
-    """POST the quickstart body until it gets a 200 (the apply returned, but be sure the route is live)."""
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            req = urllib.request.Request(url, data=BODY, headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                if resp.status == 200:
-                    return
-        except Exception as exc:  # noqa: BLE001 - keep trying until the deadline
-            last = exc
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer 200 in {timeout_s}s (last error: {last!r})")
+from bench._ready import wait_answering  # noqa: E402  (after the sys.path fix above)
 
 
 def main() -> None:
