@@ -21,6 +21,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	./scripts/ensure-system-deps.sh redis-server
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-unit: $(STAMP)

@@ -38,6 +38,7 @@ import time  # noqa: E402
 import traceback  # noqa: E402
 
 from bench._ready import wait_answering  # noqa: E402  (after the sys.path fix above)
+
 APP = "chaos"
 DEPLOYMENT = "chaos"
 NUM_REPLICAS = 3

@@ -73,7 +73,9 @@ def request_body() -> bytes:
 
 
 def expected_y(body: bytes) -> float:
-    from deploy.examples.models import Linear  # both quickstart versions compute the same (scale 1, bias 0)
+    from deploy.examples.models import (
+        Linear,  # both quickstart versions compute the same (scale 1, bias 0)
+    )
 
     return Linear()(json.loads(body))["y"]
 

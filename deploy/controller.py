@@ -18,8 +18,15 @@ import structlog
 from deploy.spec import ResolvedVersion, Spec, SpecError, parse_spec, resolve_versions
 from deploy.state import ControllerStateStore
 from gateway.config import GatewayConfig
-from gateway.table import AppRoute, DeploymentRoute, ReplicaInfo, RoutingTable, VersionRoute
 from replicas.replica import Replica, ReplicaConfig
+from replicas.routing.table import (
+    AppRoute,
+    DeploymentRoute,
+    ReplicaInfo,
+    RoutingTable,
+    VersionRoute,
+)
+from replicas.runtime import configure_logging, serving_priority
 
 __all__ = ["ControllerConfig", "Controller", "ApplyError", "get_or_create_controller"]
 
@@ -97,11 +104,7 @@ class Controller:
     """Ray actor class (see `get_or_create_controller`)."""
 
     def __init__(self, config: ControllerConfig) -> None:
-        from gateway.logs import configure_logging
-
         configure_logging()
-        from deploy.embedded import serving_priority
-
         serving_priority()  # health probing is latency-bound too
         self.config = config
         self.spec = Spec()

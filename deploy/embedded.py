@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["EmbeddedRedis", "RedisNotInstalled", "free_port", "start_local_ray", "loopback_ray_env",
-           "serving_priority", "can_raise_priority"]
+from replicas.runtime import can_raise_priority
+
+__all__ = ["EmbeddedRedis", "RedisNotInstalled", "free_port", "start_local_ray", "loopback_ray_env"]
 
 
 class RedisNotInstalled(RuntimeError):
@@ -97,20 +98,6 @@ class EmbeddedRedis:
             self.process.wait()
 
 
-def can_raise_priority() -> bool:
-    """Whether this process (and the workers it starts) may lower a niceness again (root or CAP_SYS_NICE)."""
-    if os.geteuid() == 0:
-        return True
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) & (1 << 23))  # CAP_SYS_NICE
-    except OSError:
-        pass
-    return False
-
-
 def loopback_ray_env() -> dict[str, str]:
     """Environment that keeps a local Ray's sockets on loopback, with a deliberate worker priority.
 
@@ -123,22 +110,6 @@ def loopback_ray_env() -> dict[str, str]:
     """
     return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_worker_niceness": "15" if can_raise_priority() else "0"}
-
-
-def serving_priority() -> None:
-    """Called by a gateway, replica or controller once it is ready: niceness 0 for every thread of the
-    process (Linux keeps a niceness per thread; threads started later inherit their creator's), if permitted;
-    otherwise it stays as Ray started it."""
-    try:
-        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
-    except OSError:
-        threads = [0]
-    for tid in threads:
-        try:
-            if os.getpriority(os.PRIO_PROCESS, tid) > 0:
-                os.setpriority(os.PRIO_PROCESS, tid, 0)
-        except OSError:
-            pass  # not permitted, or the thread ended
 
 
 def start_local_ray(temp_dir: str | os.PathLike | None = None, num_cpus: float | None = None,

@@ -10,7 +10,14 @@ from typing import Any
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "SpecError", "Resources", "RuntimeEnv", "VersionSpec", "DeploymentSpec", "AppSpec", "GatewaySpec", "Spec",

@@ -10,22 +10,34 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import threading
 import time
 
-import uvloop
 from aiohttp import web
 
-from deploy.embedded import serving_priority
+from gateway.access_log import open_access_log
 from gateway.config import GatewayConfig
-from gateway.logs import configure_logging, open_access_log
+from gateway.http_app import build_app
 from gateway.metrics import GatewayMetrics, MetricsObserver, mark_dead_processes
-from gateway.router import Router
-from gateway.server import build_app
-from gateway.table import RoutingTable
-from gateway.watcher import follow_routing_table
+from replicas.routing.failures import BadRequest
+from replicas.routing.router import Router
+from replicas.routing.table import RoutingTable
+from replicas.routing.watcher import follow_routing_table
+from replicas.runtime import LoopThread, configure_logging, serving_priority
 
 __all__ = ["Gateway", "ControllerAdmin"]
+
+
+async def _call(ref):
+    """Await a controller call; its refusals (ValueError, KeyError: a bad spec, an unknown name) become 400s."""
+    import ray
+
+    try:
+        return await ref
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause
+        if isinstance(cause, (ValueError, KeyError)):
+            raise BadRequest(str(cause.args[0] if cause.args else cause)) from None
+        raise
 
 
 class ControllerAdmin:
@@ -35,7 +47,7 @@ class ControllerAdmin:
         self.controller = controller
 
     async def apply(self, spec_doc: dict, wait: bool) -> dict:
-        return await self.controller.apply.remote(spec_doc, wait)
+        return await _call(self.controller.apply.remote(spec_doc, wait))
 
     async def apply_status(self) -> dict:
         return await self.controller.get_apply_status.remote()
@@ -60,10 +72,10 @@ class ControllerAdmin:
         return status
 
     async def set_weights(self, app: str, deployment: str, weights: dict[str, float]) -> dict:
-        return await self.controller.set_weights.remote(app, deployment, weights)
+        return await _call(self.controller.set_weights.remote(app, deployment, weights))
 
     async def scale(self, app: str, deployment: str, version: str, num_replicas: int) -> dict:
-        return await self.controller.scale.remote(app, deployment, version, num_replicas)
+        return await _call(self.controller.scale.remote(app, deployment, version, num_replicas))
 
     async def shutdown(self) -> None:
         await self.controller.shutdown.remote(True)
@@ -80,17 +92,12 @@ class Gateway:
         if config.metrics_dir:
             os.makedirs(config.metrics_dir, exist_ok=True)
             mark_dead_processes(config.metrics_dir)
-        self.loop = uvloop.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="raygate-gateway-loop", daemon=True)
-        self._thread.start()
+        self._loop_thread = LoopThread("raygate-gateway-loop")
+        self.loop = self._loop_thread.loop
         self._on_loop(self._start(), 30)
 
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
     def _on_loop(self, coro, timeout: float | None = None):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return self._loop_thread.run(coro, timeout)
 
     async def _start(self) -> None:
         import ray
@@ -172,7 +179,7 @@ class Gateway:
         return self._on_loop(current(), 5)
 
     def stats(self) -> dict:
-        from gateway.server import STATE
+        from gateway.http_app import STATE
 
         state = self.app[STATE]
         return {"pid": os.getpid(), "in_flight": state.in_flight, "served": state.served,
@@ -182,7 +189,7 @@ class Gateway:
 
     def stop(self, drain_s: float | None = None) -> bool:
         """Drain: not ready at once, wait for in-flight requests (and a minimum time), then close."""
-        from gateway.server import STATE
+        from gateway.http_app import STATE
 
         state = self.app[STATE]
         minimum = self.config.drain_s if drain_s is None else drain_s

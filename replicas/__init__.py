@@ -1,5 +1,5 @@
 """raygate replicas: one user callable per process, served over the direct channel."""
 
-from replicas.errors import BadInput
+from replicas.user_errors import BadInput
 
 __all__ = ["BadInput"]

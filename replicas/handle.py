@@ -11,9 +11,9 @@ import os
 
 import orjson
 
-from gateway.errors import RaygateError
+from replicas.channel.frames import STATUS_OK
 from replicas.context import ReplicaContext, get_replica_context
-from replicas.wire import STATUS_OK
+from replicas.routing.failures import RaygateError
 
 __all__ = ["DeploymentHandle", "DeploymentCallError", "get_handle"]
 
@@ -36,8 +36,8 @@ def _router_for(context: ReplicaContext):
         async def start():
             import ray
 
-            from gateway.router import Router
-            from gateway.watcher import follow_routing_table
+            from replicas.routing.router import Router
+            from replicas.routing.watcher import follow_routing_table
 
             router = Router(asyncio.get_running_loop())
             controller = ray.get_actor(context.controller_name, namespace=context.namespace)

@@ -1,7 +1,7 @@
 """The replica actor: one user callable per process, served over the direct channel.
 
 Ray owns the replica's lifecycle: the controller creates it, probes `check_health`, asks it to `drain`,
-and kills it. Requests arrive over the direct channel (see replicas/wire.py) on the replica's own uvloop
+and kills it. Requests arrive over the direct channel (see replicas/channel/frames.py) on the replica's own uvloop
 loop, which runs in a thread of its own so that Ray's control calls never wait behind user code.
 """
 
@@ -10,16 +10,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 
-import uvloop
-
-from deploy.embedded import serving_priority
 from replicas.callable import load_callable
+from replicas.channel.server import ChannelServerProtocol, ReplicaCore
 from replicas.context import ReplicaContext, set_replica_context
-from replicas.server import ChannelServerProtocol, ReplicaCore
+from replicas.runtime import LoopThread, serving_priority
 
 __all__ = ["ReplicaConfig", "Replica"]
 
@@ -46,9 +43,8 @@ class Replica:
     def __init__(self, config: ReplicaConfig) -> None:
         self.config = config
         self.started_at = time.time()
-        self.loop = uvloop.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="raygate-replica-loop", daemon=True)
-        self._thread.start()
+        self._loop_thread = LoopThread("raygate-replica-loop")
+        self.loop = self._loop_thread.loop
         set_replica_context(ReplicaContext(
             app=config.app, deployment=config.deployment, version=config.version, replica_id=config.replica_id,
             loop=self.loop, controller_name=config.controller_name, namespace=config.namespace))
@@ -65,12 +61,8 @@ class Replica:
         gc.freeze()  # the user's model and the libraries are permanent: full collections skip them
         serving_priority()  # booted (imports, model load) at Ray's worker niceness; serve at 0 where permitted
 
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
     def _on_loop(self, coro, timeout: float | None = None):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return self._loop_thread.run(coro, timeout)
 
     # -- control path (Ray calls) -----------------------------------------------------------------
     def ready(self) -> dict:
@@ -79,7 +71,7 @@ class Replica:
         runtime = ray.get_runtime_context()
         return {"host": self.host, "port": self.port, "pid": os.getpid(),
                 "node_id": runtime.get_node_id(), "actor_id": runtime.get_actor_id(),
-                "loop": type(self.loop).__module__ + "." + type(self.loop).__name__}
+                "loop": self._loop_thread.loop_type}
 
     def check_health(self, loop_timeout_s: float = 0.5) -> dict:
         """Healthy when the event loop answers within `loop_timeout_s` and the user's check passes."""
@@ -101,6 +93,3 @@ class Replica:
     def drain(self, timeout_s: float = 10.0) -> bool:
         """Stop taking requests and wait for the running ones; True when everything finished."""
         return self._on_loop(self.core.drain(timeout_s), timeout_s + 5)
-
-    def loop_type(self) -> str:
-        return type(self.loop).__module__ + "." + type(self.loop).__name__

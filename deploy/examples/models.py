@@ -6,8 +6,8 @@ import asyncio
 import os
 import time
 
-from replicas.errors import BadInput
 from replicas.handle import get_handle
+from replicas.user_errors import BadInput
 
 __all__ = ["Linear", "Ensemble", "Flaky", "Slow", "Stallable", "environment"]
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner.instance import (InstanceError, count_users, dense_consumption, load_instance, load_partition,
-                              save_instance, subset_users)
+from planner.instance import (
+    InstanceError,
+    count_users,
+    dense_consumption,
+    load_instance,
+    load_partition,
+    save_instance,
+    subset_users,
+)
 from tests.planner.planner_testlib import small_instance
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from planner.store import DualPriceReader, DualPriceStore, DualPrices
+from planner.store import DualPriceReader, DualPrices, DualPriceStore
 
 pytestmark = pytest.mark.integration
 

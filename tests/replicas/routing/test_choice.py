@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from gateway.choice import ReplicaSlot, choose_replica
-from gateway.table import ReplicaInfo
+from replicas.routing.choice import ReplicaSlot, choose_replica
+from replicas.routing.table import ReplicaInfo
 
 
 def _slots(loads):

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from gateway.table import ReplicaInfo
+from replicas.routing.table import ReplicaInfo
 
 __all__ = ["ReplicaSlot", "choose_replica"]
 
@@ -17,7 +17,7 @@ class ReplicaSlot:
 
     info: ReplicaInfo
     in_flight: int = 0  # requests this router has outstanding on the replica
-    connection: object | None = None  # gateway.client.ReplicaConnection, opened lazily
+    connection: object | None = None  # replicas.channel.client.ReplicaConnection, opened lazily
     ejected_until: float = 0.0  # monotonic time before which the replica is not chosen
     probation: bool = False  # ejected: needs a passing data-plane probe before it takes traffic again
     probing: bool = False  # a re-admission probe is running

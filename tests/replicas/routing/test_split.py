@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from gateway.split import BUCKETS, bucket_assignment, choose_version
+from replicas.routing.split import BUCKETS, bucket_assignment, choose_version
 
 
 def test_random_split_follows_weights():

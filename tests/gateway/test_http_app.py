@@ -16,12 +16,19 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from gateway.config import GatewayConfig
+from gateway.http_app import build_app
 from gateway.metrics import GatewayMetrics
-from gateway.router import Router
-from gateway.server import build_app
-from gateway.table import AppRoute, DeploymentRoute, ReplicaInfo, RoutingTable, VersionRoute
 from replicas.callable import UserCallable
-from replicas.server import ChannelServerProtocol, ReplicaCore
+from replicas.channel.server import ChannelServerProtocol, ReplicaCore
+from replicas.routing.failures import BadRequest
+from replicas.routing.router import Router
+from replicas.routing.table import (
+    AppRoute,
+    DeploymentRoute,
+    ReplicaInfo,
+    RoutingTable,
+    VersionRoute,
+)
 
 TOKEN = b"t0ken"
 
@@ -43,6 +50,13 @@ class FakeAdmin:
         self.weights = None
 
     async def apply(self, spec_doc, wait):
+        """Validates as the controller does: a refused spec is a BadRequest naming the field."""
+        from deploy.spec import SpecError, parse_spec
+
+        try:
+            parse_spec(spec_doc, "<submitted spec>")
+        except SpecError as exc:
+            raise BadRequest(str(exc)) from None
         return {"generation": 1, "state": "applying"}
 
     async def apply_status(self):

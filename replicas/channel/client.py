@@ -11,8 +11,15 @@ import socket
 import time
 from collections import deque
 
-from replicas.wire import (
-    KIND_PONG, KIND_RESPONSE, FrameDecoder, FrameError, decode_response, encode_hello, encode_ping, encode_request,
+from replicas.channel.frames import (
+    KIND_PONG,
+    KIND_RESPONSE,
+    FrameDecoder,
+    FrameError,
+    decode_response,
+    encode_hello,
+    encode_ping,
+    encode_request,
 )
 
 __all__ = ["ReplicaConnection", "ReplicaUnreachable", "ReplicaConnectionLost", "DeadlineReached", "expire"]

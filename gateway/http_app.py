@@ -15,9 +15,16 @@ import yaml
 from aiohttp import web
 
 from gateway.config import GatewayConfig
-from gateway.errors import BadRequest, PayloadTooLarge, RaygateError, RouteNotFound, Unauthorized, error_body
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from gateway.router import Router
+from replicas.routing.failures import (
+    BadRequest,
+    PayloadTooLarge,
+    RaygateError,
+    RouteNotFound,
+    Unauthorized,
+    error_body,
+)
+from replicas.routing.router import Router
 
 __all__ = ["AdminBackend", "GatewayState", "build_app", "ROUTER", "STATE", "METRICS"]
 
@@ -201,15 +208,9 @@ def _admin_handlers(config: GatewayConfig, admin: AdminBackend | None, state: Ga
             raise BadRequest(f"request body is not valid JSON/YAML: {exc}") from None
 
     async def deploy(request: web.Request) -> web.Response:
-        from deploy.spec import SpecError, parse_spec
-
-        doc = await read_doc(request)
-        try:
-            spec = parse_spec(doc, request.query.get("source", "<submitted spec>"))
-        except SpecError as exc:
-            raise BadRequest(str(exc)) from None
+        doc = await read_doc(request)  # validated once, by the controller (SpecError -> 400)
         wait = request.query.get("wait", "0") not in ("0", "false", "no")
-        return _json(await admin.apply(spec.to_dict(), wait), 202 if not wait else 200)
+        return _json(await admin.apply(doc, wait), 202 if not wait else 200)
 
     async def status(request: web.Request) -> web.Response:
         data = await admin.status()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.budget import RetryBudget
+from replicas.routing.budget import RetryBudget
 
 
 class Clock:

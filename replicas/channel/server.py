@@ -17,11 +17,22 @@ from typing import Any
 import orjson
 
 from replicas.callable import UserCallable
-from replicas.errors import BadInput
-from replicas.wire import (
-    KIND_HELLO, KIND_PING, KIND_REQUEST, STATUS_BAD_REQUEST, STATUS_BUSY, STATUS_DRAINING, STATUS_OK, STATUS_USER_ERROR,
-    FrameDecoder, FrameError, decode_request, encode_pong, encode_response,
+from replicas.channel.frames import (
+    KIND_HELLO,
+    KIND_PING,
+    KIND_REQUEST,
+    STATUS_BAD_REQUEST,
+    STATUS_BUSY,
+    STATUS_DRAINING,
+    STATUS_OK,
+    STATUS_USER_ERROR,
+    FrameDecoder,
+    FrameError,
+    decode_request,
+    encode_pong,
+    encode_response,
 )
+from replicas.user_errors import BadInput
 
 __all__ = ["ReplicaCore", "ChannelServerProtocol"]
 

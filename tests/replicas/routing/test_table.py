@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.router import Router
-from gateway.table import AppRoute, DeploymentRoute, ReplicaInfo, RoutingTable, VersionRoute
+from replicas.routing.router import Router
+from replicas.routing.table import (
+    AppRoute,
+    DeploymentRoute,
+    ReplicaInfo,
+    RoutingTable,
+    VersionRoute,
+)
 
 
 def _table(version: int, replicas: int = 1, prefix: str = "/a") -> RoutingTable:

@@ -10,13 +10,25 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from gateway.budget import RetryBudget
-from gateway.choice import ReplicaSlot, choose_replica
-from gateway.client import DeadlineReached, ReplicaConnection, ReplicaConnectionLost, ReplicaUnreachable
-from gateway.errors import DeadlineExceeded, NoReplicas, Overloaded, ReplicaFailed, RouteNotFound, UnknownVersionError
-from gateway.split import choose_version
-from gateway.table import DeploymentRoute, RoutingTable
-from replicas.wire import RETRYABLE_STATUSES, STATUS_USER_ERROR
+from replicas.channel.client import (
+    DeadlineReached,
+    ReplicaConnection,
+    ReplicaConnectionLost,
+    ReplicaUnreachable,
+)
+from replicas.channel.frames import RETRYABLE_STATUSES, STATUS_USER_ERROR
+from replicas.routing.budget import RetryBudget
+from replicas.routing.choice import ReplicaSlot, choose_replica
+from replicas.routing.failures import (
+    DeadlineExceeded,
+    NoReplicas,
+    Overloaded,
+    ReplicaFailed,
+    RouteNotFound,
+    UnknownVersionError,
+)
+from replicas.routing.split import choose_version
+from replicas.routing.table import DeploymentRoute, RoutingTable
 
 __all__ = ["Router", "CallResult", "FailoverPolicy", "RouterObserver"]
 

@@ -8,10 +8,20 @@ import threading
 import orjson
 import pytest
 
-from gateway.client import ReplicaConnection, ReplicaConnectionLost, ReplicaUnreachable
 from replicas.callable import ImportPathError, load_callable
-from replicas.server import ChannelServerProtocol, ReplicaCore
-from replicas.wire import STATUS_BAD_REQUEST, STATUS_BUSY, STATUS_DRAINING, STATUS_OK, STATUS_USER_ERROR
+from replicas.channel.client import (
+    ReplicaConnection,
+    ReplicaConnectionLost,
+    ReplicaUnreachable,
+)
+from replicas.channel.frames import (
+    STATUS_BAD_REQUEST,
+    STATUS_BUSY,
+    STATUS_DRAINING,
+    STATUS_OK,
+    STATUS_USER_ERROR,
+)
+from replicas.channel.server import ChannelServerProtocol, ReplicaCore
 
 TOKEN = b"secret-token"
 
@@ -123,7 +133,7 @@ def test_load_callable_errors_name_the_problem():
 
 
 async def test_bad_input_from_user_code_answers_400_and_is_not_an_error():
-    from replicas.errors import BadInput
+    from replicas.user_errors import BadInput
 
     def picky(payload):
         raise BadInput("x must be positive")

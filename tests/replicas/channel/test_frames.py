@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from replicas.wire import (
-    KIND_HELLO, KIND_REQUEST, KIND_RESPONSE, FrameDecoder, FrameError, HEADER, decode_request, decode_response,
-    encode_hello, encode_request, encode_response,
+from replicas.channel.frames import (
+    HEADER,
+    KIND_HELLO,
+    KIND_REQUEST,
+    KIND_RESPONSE,
+    FrameDecoder,
+    FrameError,
+    decode_request,
+    decode_response,
+    encode_hello,
+    encode_request,
+    encode_response,
 )
 
 

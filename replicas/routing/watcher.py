@@ -7,8 +7,8 @@ from typing import Callable
 
 import structlog
 
-from gateway.router import Router
-from gateway.table import RoutingTable
+from replicas.routing.router import Router
+from replicas.routing.table import RoutingTable
 
 __all__ = ["follow_routing_table"]
 

@@ -1,4 +1,4 @@
-"""Structured JSON logs (structlog), configured once per process."""
+"""Access lines: one structured JSON line per request, buffered, in a file per gateway process."""
 
 from __future__ import annotations
 
@@ -9,30 +9,7 @@ import time
 import orjson
 import structlog
 
-__all__ = ["configure_logging", "open_access_log"]
-
-_configured = False
-
-
-def configure_logging(level: int = logging.INFO, stream=None) -> None:
-    """JSON lines on `stream` (stdout by default), with contextvars (request_id, route, ...) merged in."""
-    global _configured
-    if _configured:
-        return
-    _configured = True
-    out = stream or sys.stdout
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=orjson.dumps),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.BytesLoggerFactory(file=getattr(out, "buffer", out)),
-        cache_logger_on_first_use=True,
-    )
+__all__ = ["open_access_log"]
 
 
 def _add_timestamp(logger, method_name, event_dict):
