@@ -29,6 +29,8 @@ __all__ = ["Forecast", "ArrivalForecaster", "choose_model", "MIN_HOLT_BUCKETS", 
 
 MIN_HOLT_BUCKETS = 8  # below this, no model: the mean of the last buckets
 MAX_HW_SEASON = 96  # longest season (in buckets) fitted by Holt-Winters; longer seasons go through STL
+# the level keeps adapting between refits: a clean history would otherwise fit alpha ~ 0 and freeze the forecast
+_BOUNDS = {"smoothing_level": (0.05, 1.0)}
 MAX_HOLT_FIT = 480  # Holt's parameters are fitted on at most this many of the newest buckets
 
 
@@ -163,7 +165,8 @@ class ArrivalForecaster:
             warnings.simplefilter("ignore")
             if self.model == "holt_winters":
                 fit = ExponentialSmoothing(y, trend="add", damped_trend=True, seasonal="add",
-                                           seasonal_periods=self.season, initialization_method="estimated").fit()
+                                           seasonal_periods=self.season, initialization_method="estimated",
+                                           bounds=_BOUNDS).fit()
                 seasonal = np.zeros(self.season)
                 tail = np.asarray(fit.season)[-self.season:]
                 for offset, value in enumerate(tail):
@@ -179,7 +182,7 @@ class ArrivalForecaster:
                 adjusted = y - seasonal[(first + np.arange(len(y))) % self.season]
             # the smoothing parameters need recent data only; the tail keeps the fit fast on long histories
             fit = ExponentialSmoothing(adjusted[-MAX_HOLT_FIT:], trend="add", damped_trend=True,
-                                       initialization_method="estimated").fit()
+                                       initialization_method="estimated", bounds=_BOUNDS).fit()
             params = fit.params
             return _State(float(fit.level[-1]), float(fit.trend[-1]), float(params["smoothing_level"]),
                           float(params["smoothing_trend"]), float(params["damping_trend"]), 0.0, seasonal)

@@ -268,11 +268,11 @@ def _config(period_s: float) -> AutoscalingConfig:
 def run_all(short: bool = False, seed: int = 1) -> tuple[dict, dict]:
     """Every trace through both policies; returns (figures by trace, per-second series for the plot)."""
     model = ReplicaModel()
-    period = 4 * 3600.0 if short else 86_400.0
+    period = 3 * 3600.0 if short else 86_400.0
     cases = {
         "diurnal": (traces.diurnal(seed, period), traces.diurnal_history(2, seed + 100, period), period),
         "flash_crowd": (traces.flash_crowd(1800 if short else 3600, start_s=600), None, 86_400.0),
-        "ramp": (traces.ramp(3600 if short else 7200, ramp_s=2700 if short else 5400), None, 86_400.0),
+        "ramp": (traces.ramp(1800 if short else 7200, ramp_s=1200 if short else 5400), None, 86_400.0),
         "oscillation": (traces.oscillation(1800 if short else 3600), None, 86_400.0),
     }
     figures, series = {}, {}
@@ -313,7 +313,7 @@ def _plot(series: dict, path: str, slo: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--short", action="store_true", help="shorter traces (a 4 h day), for a quick look")
+    parser.add_argument("--short", action="store_true", help="shorter traces (a 3 h day), for tests and a quick look")
     parser.add_argument("--plot", default="autoscaling-sim.png", help="where to save the PNG ('' for none)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
