@@ -11,7 +11,7 @@ Each `tick(now)`:
 
 Every stage is wrapped: a failing source, sink, store or fit is logged and the loop goes on. Decisions are kept
 for status (`last_decisions()`, JSON-able) and logged (`autoscale_decision`) when the target changes.
-`ScalerLoop` runs ticks on a thread; as a Ray actor: `ray.remote(num_cpus=0, max_restarts=-1)(Scaler)`.
+`ScalerLoop` runs ticks on a thread; `autoscale/actor.py` wraps both in the Ray actor over the controller.
 """
 
 from __future__ import annotations
@@ -210,12 +210,13 @@ class Scaler:
 
 
 class ScalerLoop:
-    """Ticks a Scaler every `period_s` on a daemon thread until `stop()`; a failing tick is logged, never fatal."""
+    """Calls `tick()` (e.g. `Scaler.tick`) every `period_s` on a daemon thread until `stop()`; a failing tick is
+    logged, never fatal."""
 
-    def __init__(self, scaler: Scaler, period_s: float = 1.0) -> None:
+    def __init__(self, tick: Callable[[], object], period_s: float = 1.0) -> None:
         if not 0.05 <= period_s <= 60:
             raise ValueError(f"period_s must be within 0.05..60, got {period_s}")
-        self.scaler = scaler
+        self.tick = tick
         self.period_s = period_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -229,7 +230,7 @@ class ScalerLoop:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                self.scaler.tick()
+                self.tick()
             except Exception as exc:
                 log.error("autoscale_tick_failed", version="*", error=repr(exc))
             self._stop.wait(max(0.0, self.period_s - (time.monotonic() - started)))
