@@ -9,7 +9,9 @@ Each tick, for one version:
    replica started now is ready (it grows at arrivals - completions over the lead time). Wanted replicas =
    load / `target_ongoing_requests`.
 2. **Panic.** When the panic window wants `panic_threshold` x the ready replicas, the version panics for one stable
-   window: the panic window's figure is used and the target never goes down.
+   window: the panic window's figure is used and the target never goes down. Outside panic the panic window's
+   figure still counts when it is more than max(upscale_tolerance, hysteresis) above the current count, so a
+   burst below the panic threshold is met within seconds too (upwards only).
 3. **Forecast.** The arrival rate seen now, times the forecast's growth from now to its peak within the measured
    start-up lead time (at most `max_forecast_ratio`), gives the load when a replica started now would be ready.
    The lead time is measured: from each scale-up until the ready count reaches it, and from start-up durations the
@@ -221,9 +223,11 @@ def decide(config: AutoscalingConfig, window: WindowSnapshot, forecast: Forecast
     if predicted is not None:
         signals.append(("forecast", predicted))
     signals += _extra_signals(config, stable, load, current, counts.ready)
-    used = [value for name, value in signals if name != "panic" or panic]
-    wanted = max(used)
-    winner = max(((v, n) for n, v in signals if n != "panic" or panic))[1]
+    # the panic window also counts, outside panic, when it wants clearly more: a burst below the panic threshold
+    # is met within seconds too (only upwards: going down always waits for the stable window and the delay)
+    fast = max(config.upscale_tolerance, config.hysteresis)  # above the noise of a few seconds' sample
+    used = [(value, name) for name, value in signals if name != "panic" or panic or value > current * (1 + fast)]
+    wanted, winner = max(used)
 
     state = replace(state, panic_until=panic_until if panic else None)
     return _finish(config, state, wanted, winner, signals, current, counts.ready, panic, lead_s, now)
