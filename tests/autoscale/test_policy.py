@@ -147,8 +147,9 @@ def test_forecast_prescales_by_the_measured_lead_time():
     samples = tuple(Sample(second=int(clock.now) - k, arrivals=320, completions=320, in_flight=32, reporters=1)
                     for k in range(30, 0, -1))
     window = WindowSnapshot(samples, ReplicaCounts(ready=4))
-    soon = decide(config, window, doubling_at(lead - 15), base, clock.now)
-    late = decide(config, window, doubling_at(lead + 30), base, clock.now)
+    assert lead - 5 > config.startup_prior_s  # so acting on `soon` needs the measured lead, not the prior
+    soon = decide(config, window, doubling_at(lead - 5), base, clock.now)
+    late = decide(config, window, doubling_at(lead + 15), base, clock.now)
     assert (soon.reason, soon.target) == ("predictive_scale_up", 8)
     assert (late.reason, late.target) == ("hold", 4)
 
