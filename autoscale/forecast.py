@@ -9,7 +9,8 @@ second) per future bucket. The model is chosen from the history there is (`choos
   seasonality (`ExponentialSmoothing(seasonal="add")`);
 - two seasons or more with a longer season (a day of minutes is 1,440 buckets, too many seasonal states for
   Holt-Winters' optimiser): `stl`, an STL decomposition for the seasonal profile and damped Holt on the
-  seasonally adjusted series.
+  seasonally adjusted series; the profile is smoothed over 1/48 of the season, so that one day's bursts are not
+  forecast again the next day.
 
 A fit is the costly part (`refit`, every `refit_interval_s`). In between, every completed bucket runs one step of
 the same smoothing recursions with the fitted parameters (`_step`), so a tick costs microseconds. The seasonal
@@ -208,7 +209,15 @@ class ArrivalForecaster:
         xs, vs = centres[order], points[order]
         xs = np.concatenate([xs - self.season, xs, xs + self.season])
         vs = np.concatenate([vs, vs, vs])
-        return np.interp(np.arange(self.season), xs, vs)
+        profile = np.interp(np.arange(self.season), xs, vs)
+        # the cycle's shape, not the minutes: a circular moving average over 1/48 of the season (30 min of a day)
+        # keeps last season's bursts out of the profile, where they would be forecast again
+        width = max(1, self.season // 48)
+        if width > 1:
+            padded = np.concatenate([profile[-width:], profile, profile[:width]])
+            smooth = np.convolve(padded, np.ones(width) / width, mode="same")
+            profile = smooth[width:width + self.season]
+        return profile
 
     def _step(self, index: int, y: float) -> None:
         """One step of additive damped Holt(-Winters) with the fitted parameters (gaps: one step per bucket)."""

@@ -136,8 +136,8 @@ def _forecast_signal(config, forecast: Forecast | None, load: Load, service_s, l
     if not config.forecast or forecast is None or service_s is None:
         return None
     base = forecast.rate_at(now)
-    peak = forecast.peak(now, now + lead_s)
-    if base is None or peak is None:
+    peak = forecast.rate_at(now + lead_s)  # the bucket then, not the highest on the way: a max of noisy buckets
+    if base is None or peak is None:       # would be biased upwards
         return None
     ratio = min(config.max_forecast_ratio, peak / base) if base > _EPS else (1.0 if peak <= _EPS else
                                                                               config.max_forecast_ratio)
