@@ -12,8 +12,8 @@ Each tick, for one version:
    window: the panic window's figure is used and the target never goes down. Outside panic the panic window's
    figure still counts when it is more than max(upscale_tolerance, hysteresis) above the current count, so a
    burst below the panic threshold is met within seconds too (upwards only).
-3. **Forecast.** The arrival rate seen now, times the forecast's growth from now to its peak within the measured
-   start-up lead time (at most `max_forecast_ratio`), gives the load when a replica started now would be ready.
+3. **Forecast.** The arrival rate seen now, times the forecast's growth from now to one measured start-up lead
+   time ahead (at most `max_forecast_ratio`), gives the load when a replica started now would be ready.
    The lead time is measured: from each scale-up until the ready count reaches it, and from start-up durations the
    controller reports; `startup_prior_s` is used until the first measurement. Forecasts only raise the target.
 4. **Optional signals.** p-latency over `target_latency_s` raises the target in proportion (at most 1.5x per tick,
@@ -135,12 +135,15 @@ def _lead_time(config: AutoscalingConfig, window: WindowSnapshot, state: PolicyS
 def _forecast_signal(config, forecast: Forecast | None, load: Load, service_s, lead_s: float, now: float):
     if not config.forecast or forecast is None or service_s is None:
         return None
-    base = forecast.rate_at(now)
-    peak = forecast.rate_at(now + lead_s)  # the bucket then, not the highest on the way: a max of noisy buckets
-    if base is None or peak is None:       # would be biased upwards
+    # the bucket a lead time ahead against the bucket now (not the highest on the way: a max of noisy buckets
+    # is biased upwards)
+    base, ahead = forecast.rate_at(now), forecast.rate_at(now + lead_s)
+    if base is None or ahead is None:
         return None
-    ratio = min(config.max_forecast_ratio, peak / base) if base > _EPS else (1.0 if peak <= _EPS else
-                                                                              config.max_forecast_ratio)
+    if base > _EPS:
+        ratio = min(config.max_forecast_ratio, ahead / base)
+    else:
+        ratio = 1.0 if ahead <= _EPS else config.max_forecast_ratio
     return load.arrival_rate * max(ratio, 0.0) * service_s / config.target_ongoing_requests
 
 

@@ -97,3 +97,15 @@ def test_forecast_peak_and_rate_at():
     assert forecast.peak(610.0, 10_000.0) == 5.0
     assert forecast.peak(10_000.0, 10_001.0) is None
     assert all(math.isfinite(r) for r in forecast.rates)
+
+
+def test_a_failing_fit_falls_back_to_naive(monkeypatch):
+    """A fit that raises (odd data) leaves a naive forecast instead of an error across the tick."""
+    forecaster, next_index = fitted(60, 24)
+
+    def broken(series):
+        raise ValueError("optimiser gave up")
+
+    monkeypatch.setattr(forecaster, "_fit", broken)
+    assert forecaster.refit(now=1.0) == "naive"
+    assert forecaster.forecast(now=next_index * 60.0, horizon_s=60).model == "naive"
