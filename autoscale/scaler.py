@@ -116,7 +116,9 @@ class Scaler:
         forecaster = ArrivalForecaster(config.forecast_bucket_s, config.season_length_s, config.history_s,
                                        config.refit_interval_s)
         state = entry.state if entry is not None else PolicyState()
-        if entry is None and self.history is not None:
+        if entry is not None and entry.config.forecast_bucket_s == config.forecast_bucket_s:
+            forecaster.load(entry.forecaster.history.items())  # a changed config keeps the buckets it can use
+        elif entry is None and self.history is not None:
             try:
                 forecaster.load(self.history.load(key, config.forecast_bucket_s))
                 lead = self.history.load_lead_time(key)
@@ -206,7 +208,8 @@ class Scaler:
 
     def last_decisions(self) -> list[dict]:
         """The last decision per version, JSON-able, for `raygate status` and metrics."""
-        return [dict(self._decisions[key]) for key in sorted(self._decisions)]
+        items = list(self._decisions.items())  # one C-level copy: safe against the ticking thread
+        return [dict(record) for _, record in sorted(items)]
 
 
 class ScalerLoop:

@@ -114,3 +114,20 @@ def test_versions_that_leave_are_forgotten():
     source.autoscaled_versions = lambda: {}
     scaler.tick(11.0)
     assert scaler.last_decisions() == []
+
+
+def test_a_changed_config_keeps_the_policy_state_and_the_buckets():
+    source = Source()
+    scaler = Scaler(source, Sink())
+    for t in range(6000, 6200):
+        scaler.report([edge(t, in_flight=4.0, rate=40)])
+        scaler.tick(t + 1.2)
+    before = scaler._versions[KEY]
+    buckets = dict(before.forecaster.history)
+    assert buckets
+    changed = CONFIG.model_copy(update={"max_replicas": 30})
+    source.autoscaled_versions = lambda: {KEY: AutoscaledVersion(changed, source.counts)}
+    scaler.tick(6201.2)
+    after = scaler._versions[KEY]
+    assert after.config.max_replicas == 30 and after.forecaster.history == buckets
+    assert after.state.target == before.state.target
