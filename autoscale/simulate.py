@@ -1,6 +1,6 @@
 """Replay traffic traces through the real scaler and policy, against a Ray Serve-like reactive baseline, same run.
 
-    python -m autoscale.simulate [--short] [--plot autoscaling-sim.png] [--seed 1]
+    python -m autoscale.simulate [--short] [--plot bench/out/autoscaling-sim.png] [--seed 1]
 
 Queueing model of a replica (`ReplicaModel`): `slots` requests at once (threads or batch slots), each taking
 `service_s`; at utilisation rho requests also wait in the replica, by Sakasegawa's M/M/c approximation, and the p99
@@ -26,6 +26,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import structlog
@@ -273,7 +274,7 @@ def run_all(short: bool = False, seed: int = 1) -> tuple[dict, dict]:
         "diurnal": (traces.diurnal(seed, period), traces.diurnal_history(2, seed + 100, period), period),
         "flash_crowd": (traces.flash_crowd(1800 if short else 3600, start_s=600), None, 86_400.0),
         "ramp": (traces.ramp(1800 if short else 7200, ramp_s=1200 if short else 5400), None, 86_400.0),
-        "oscillation": (traces.oscillation(1800 if short else 3600), None, 86_400.0),
+        "oscillation": (traces.oscillation(3600), None, 86_400.0),  # an hour: reversals are per hour
     }
     figures, series = {}, {}
     for name, (rates, history, season) in cases.items():
@@ -307,6 +308,7 @@ def _plot(series: dict, path: str, slo: float) -> None:
     axes[2, 0].set_ylabel("p99 latency (s), SLO dashed")
     axes[1, 0].legend(loc="upper left")
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -314,7 +316,8 @@ def _plot(series: dict, path: str, slo: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="shorter traces (a 3 h day), for tests and a quick look")
-    parser.add_argument("--plot", default="autoscaling-sim.png", help="where to save the PNG ('' for none)")
+    parser.add_argument("--plot", default="bench/out/autoscaling-sim.png",
+                        help="where to save the PNG ('' for none); bench/out/ is git-ignored")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
