@@ -25,9 +25,9 @@ def test_exhausted_budget_gets_a_tiny_positive_capacity_and_small_n_is_bounded()
 def test_correction_tightens_when_consumption_runs_ahead_and_loosens_when_behind():
     """Ahead of plan: the factor drops; behind: it rises; bounded per step and overall; no plan: unchanged."""
     c = np.ones(4)
-    new = update_correction(c, planned=np.array([1.0, 1.0, 1.0, 0.0]), actual=np.array([2.0, 0.5, 100.0, 3.0]),
+    new = update_correction(c, planned=np.array([1.0, 1.0, 1.0, 0.0]), actual=np.array([1.2, 0.9, 100.0, 3.0]),
                             gain=0.5)
-    assert new[0] == pytest.approx(2 ** -0.5) and new[1] == pytest.approx(2 ** 0.5 if 2 ** 0.5 < 1.25 else 1.25)
+    assert new[0] == pytest.approx((1 / 1.2) ** 0.5) and new[1] == pytest.approx((1 / 0.9) ** 0.5)
     assert new[2] == 0.8 and new[3] == 1.0
     for _ in range(20):
         c = update_correction(c, np.array([1.0] * 4), np.array([9.0] * 4), gain=1.0)
