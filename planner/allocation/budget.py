@@ -215,6 +215,11 @@ class BudgetLease:
             self._need = np.maximum(self._need, consumption)
             return True
 
+    def note_need(self, consumption: np.ndarray) -> None:
+        """A candidate needed this much and the lease was too small: size the next top-up to fit it."""
+        with self._lock:
+            self._need = np.maximum(self._need, consumption)
+
     def sync(self, release: bool = False) -> bool:
         """Write buffered consumption and arrivals, renew and top up the lease (or give it back). Never raises."""
         with self._lock:
