@@ -76,6 +76,7 @@ class Decision:
     score: float  # value - prices . usage of the chosen candidate (of the best one when none fits or is positive)
     consumption: np.ndarray  # (K,) what the choice consumes (zeros for none)
     exhausted: bool  # a candidate with a positive score was skipped because it did not fit (hard stop)
+    need: np.ndarray | None = None  # (K,) largest consumption among those skipped candidates (None if none)
 
 
 def decide(value: np.ndarray, consumption: np.ndarray, prices: np.ndarray, remaining: np.ndarray) -> Decision:
@@ -87,11 +88,13 @@ def decide(value: np.ndarray, consumption: np.ndarray, prices: np.ndarray, remai
     j = int(np.argmax(allowed))
     best = float(allowed[j])
     positive = score > 0
-    exhausted = bool(np.any(positive & ~fits))
+    blocked = positive & ~fits
+    exhausted = bool(blocked.any())
+    need = consumption[blocked].max(axis=0) if exhausted else None
     if not best > 0:
         top = float(score.max()) if score.size else 0.0
-        return Decision(-1, top, np.zeros(consumption.shape[1]), exhausted)
-    return Decision(j, best, consumption[j].copy(), exhausted)
+        return Decision(-1, top, np.zeros(consumption.shape[1]), exhausted, need)
+    return Decision(j, best, consumption[j].copy(), exhausted, need)
 
 
 def dmd_step(prices: np.ndarray, consumed: np.ndarray, rate: np.ndarray, step: float,

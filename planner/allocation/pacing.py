@@ -25,7 +25,7 @@ def paced_capacities(capacity: np.ndarray, used: np.ndarray, sample_size: int, r
                      correction: np.ndarray | None = None) -> np.ndarray:
     """b_k(t) * |S| / N(t) * correction_k, floored at a tiny share of the capacity."""
     capacity = np.asarray(capacity, dtype=np.float64)
-    share = sample_size / max(float(remaining_requests), float(sample_size), 1.0)
+    share = sample_size / max(float(remaining_requests), 1.0)
     paced = remaining_budget(capacity, used) * share
     if correction is not None:
         paced = paced * correction

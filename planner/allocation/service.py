@@ -160,7 +160,7 @@ class Allocator:
             if choice.index >= 0 and not self.lease.try_spend(choice.consumption):
                 choice = decide(values, consumption, self._lam, self.lease.remaining())  # raced: once more
                 if choice.index >= 0 and not self.lease.try_spend(choice.consumption):
-                    choice = type(choice)(-1, choice.score, np.zeros(self.matrix.K), True)
+                    choice = type(choice)(-1, choice.score, np.zeros(self.matrix.K), True, choice.consumption)
             if self._rate is not None:
                 self._lam = dmd_step(self._lam, choice.consumption, self._rate, self.scenario.dmd_step,
                                      self._value_scale)
@@ -178,7 +178,8 @@ class Allocator:
             self.counters["exhausted"] += choice.exhausted
         self.lease.count_arrival()
         if choice.exhausted:
-            self.lease.note_need(consumption[(values - consumption @ self._lam) > 0].max(axis=0))
+            if choice.need is not None:
+                self.lease.note_need(choice.need)
             self._wake.set()  # a lease ran short: top it up now rather than at the next tick
         return {"item": item, "score": float(choice.score), "prices_version": int(version),
                 "prices_age_s": float(max(0.0, self.clock() - computed_at)) if computed_at is not None else 0.0,

@@ -15,11 +15,12 @@ def test_sample_capacity_is_remaining_budget_times_sample_share():
     assert per_request_rates(cap, used, 10_000).tolist() == pytest.approx([0.005, 0.003])
 
 
-def test_exhausted_budget_gets_a_tiny_positive_capacity_and_small_n_is_bounded():
-    """A used-up (or overspent) budget keeps a tiny positive capacity; N below the sample size counts as |S|."""
+def test_exhausted_budget_gets_a_tiny_positive_capacity_and_few_coming_requests_loosen():
+    """A used-up (or overspent) budget keeps a tiny positive capacity; when fewer requests are to come than the
+    sample holds, the sample's capacity exceeds what remains (each coming request may take more)."""
     paced = paced_capacities(np.array([100.0]), np.array([120.0]), 1000, 10_000)
     assert 0 < paced[0] < 1e-6
-    assert paced_capacities(np.array([100.0]), np.array([0.0]), 1000, 10)[0] == pytest.approx(100.0)
+    assert paced_capacities(np.array([100.0]), np.array([0.0]), 1000, 10)[0] == pytest.approx(10_000.0)
 
 
 def test_correction_tightens_when_consumption_runs_ahead_and_loosens_when_behind():
