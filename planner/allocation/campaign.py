@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from planner.allocation.decide import decide, dmd_step
+from planner.allocation.decide import consumption_unit, decide, dmd_step
 from planner.allocation.nearline import NearlineLoop
 from planner.allocation.samples import SampleStore
 from planner.allocation.scenario import ScenarioSpec
@@ -93,6 +93,7 @@ def replay_baseline(inst: Instance, order, rule: str, step: float = 0.0, value_s
     per-request budget rate b / total_requests and relative step `step`). Returns (value, consumption)."""
     remaining = inst.b.astype(np.float64).copy()
     lam = np.zeros(inst.K)
+    unit = np.zeros(inst.K)
     rate = inst.b / float(total_requests or len(order))
     value = 0.0
     for i in order:
@@ -107,14 +108,15 @@ def replay_baseline(inst: Instance, order, rule: str, step: float = 0.0, value_s
             d = decide(np.where(np.arange(len(c)) == j, c, 0.0), m, np.zeros(inst.K), remaining) if fits[j] else None
         else:
             d = decide(c, m, lam, remaining)
-            lam = dmd_step(lam, d.consumption, rate, step, value_scale)
+            unit = consumption_unit(unit, d.consumption)
+            lam = dmd_step(lam, d.consumption, rate, step, value_scale, unit)
         if d is not None and d.index >= 0:
             remaining -= d.consumption
             value += float(c[d.index])
     return value, inst.b - remaining
 
 
-def choose_dmd_step(pilot: Instance, value_scale: float, steps=(0.003, 0.01, 0.03, 0.1, 0.3)) -> float:
+def choose_dmd_step(pilot: Instance, value_scale: float, steps=(0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)) -> float:
     """The best DMD step on a pilot population (not the campaign's users): a well-chosen step, fairly."""
     order = np.arange(pilot.n)
     return max(steps, key=lambda s: replay_baseline(pilot, order, "dmd", s, value_scale)[0])

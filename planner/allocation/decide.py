@@ -8,11 +8,14 @@
 Between nearline solves each replica corrects its copy of the prices after every decision with one dual mirror
 descent step (Euclidean mirror map; Balseiro, Lu, Mirrokni):
 
-    lambda_k <- max(0, lambda_k - (step * value_scale / rho_k) * (1 - m_k / rho_k))
+    lambda_k <- max(0, lambda_k - (step * value_scale / u_k) * (rho_k - m_k) / u_k)
 
-where rho_k is the per-request budget rate the planner assumed (remaining budget / forecast remaining requests) and
-m_k what the decision consumed: consuming faster than plan raises the price at once, slower lowers it. In units of
-rho_k every constraint moves at the same relative speed, so small budgets react as fast as large ones.
+where rho_k is the per-request budget rate the planner assumed (remaining budget / forecast remaining requests),
+m_k what the decision consumed and u_k the constraint's consumption unit: what one allocation touching it
+typically consumes (a running mean). Consuming faster than plan raises the price at once, slower lowers it. In
+units of u_k every constraint moves at the same relative speed, so small budgets react as fast as large ones; with
+u_k = rho_k (the textbook scaling) one allocation against a small, lumpy budget (m_k = 100 rho_k) would move its
+price by a hundred steps, which measured much worse.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 
 from planner.allocation.scenario import ScenarioSpec
 
-__all__ = ["ConstraintMatrix", "Decision", "decide", "dmd_step"]
+__all__ = ["ConstraintMatrix", "Decision", "decide", "dmd_step", "consumption_unit"]
 
 _FIT_EPS = 1e-9  # relative slack allowed when checking that a candidate fits what remains
 
@@ -97,13 +100,22 @@ def decide(value: np.ndarray, consumption: np.ndarray, prices: np.ndarray, remai
     return Decision(j, best, consumption[j].copy(), exhausted, need)
 
 
-def dmd_step(prices: np.ndarray, consumed: np.ndarray, rate: np.ndarray, step: float,
-             value_scale: float) -> np.ndarray:
-    """One dual mirror descent step (see the module docstring); constraints with rate <= 0 keep their price."""
+def dmd_step(prices: np.ndarray, consumed: np.ndarray, rate: np.ndarray, step: float, value_scale: float,
+             unit: np.ndarray | None = None) -> np.ndarray:
+    """One dual mirror descent step (see the module docstring); constraints with rate <= 0 (or unit <= 0) keep
+    their price. `unit` (K,) is the consumption scale of constraint k; by default its rate."""
     if step <= 0:
         return prices
     rate = np.asarray(rate, dtype=np.float64)
-    ok = rate > 0
-    safe = np.where(ok, rate, 1.0)
-    move = (step * value_scale / safe) * (1.0 - consumed / safe)
+    unit = rate if unit is None else np.asarray(unit, dtype=np.float64)
+    ok = (rate > 0) & (unit > 0)
+    safe = np.where(ok, unit, 1.0)
+    move = (step * value_scale / safe) * (rate - consumed) / safe
     return np.where(ok, np.maximum(0.0, prices - move), prices)
+
+
+def consumption_unit(unit: np.ndarray, consumed: np.ndarray, weight: float = 0.01) -> np.ndarray:
+    """Running mean of what one allocation consumes of each constraint it touches (the DMD step's scale)."""
+    touched = consumed > 0
+    fresh = unit <= 0
+    return np.where(touched, np.where(fresh, consumed, (1 - weight) * unit + weight * consumed), unit)

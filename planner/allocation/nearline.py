@@ -5,7 +5,8 @@ One cycle (`NearlineLoop.cycle`, driven by an injected clock; no Ray, the solve 
    the real consumption per constraint and the arrivals per bucket (both written by the replicas' lease syncs);
 2. update the arrival forecast (refit now and then, cheap update otherwise) and get N(t), the requests expected
    before the horizon ends (without a forecast: the rate seen so far, extrapolated);
-3. correct each constraint by how its real consumption per request in the last cycle compared with the plan;
+3. correct each constraint by how its real consumption compared with what the published prices planned for the
+   requests served since (ratio of the totals, once enough requests were served);
 4. pace: capacities b_k(t) * |S| / N(t) * correction_k on the sample S;
 5. solve the dual on the sample, warm-started from the last prices;
 6. publish through the price store only if the certificate passes the scenario's tolerances, with the plan the
@@ -104,6 +105,10 @@ class NearlineLoop:
         self._planned_per_request: np.ndarray | None = None  # consumption per request the last prices planned
         self._last_used: np.ndarray | None = None
         self._last_arrivals: float | None = None
+        self._planned_cum = np.zeros(len(self.names))  # consumption the published prices planned, summed
+        self._actual_cum = np.zeros(len(self.names))  # consumption reported over the same cycles
+        self._served_cum = 0.0  # requests served over those cycles
+        self.correction_min_requests = 1000  # requests before the correction acts
         self.last_report: CycleReport | None = None
 
     @property
@@ -126,13 +131,18 @@ class NearlineLoop:
         return max(rate * max(self.end_at - now, 0.0), 1.0)
 
     def _correct(self, used: np.ndarray, arrivals_total: float, report: CycleReport) -> None:
-        if self._planned_per_request is not None and self._last_used is not None and self.scenario.correction_gain:
-            served = arrivals_total - (self._last_arrivals or 0.0)
-            if served >= 50:
-                actual = (used - self._last_used) / served
-                self.correction = update_correction(self.correction, self._planned_per_request, actual,
-                                                    self.scenario.correction_gain)
+        """Accumulate what the published prices planned (per request, times the requests served) and what was
+        really consumed since; once enough requests were served, each constraint's factor is
+        (planned / actual) ** gain over those totals (a ratio of sums, so noise averages out, not integrated)."""
+        if self._last_used is not None and self._planned_per_request is not None:
+            served = max(arrivals_total - (self._last_arrivals or 0.0), 0.0)
+            self._planned_cum += self._planned_per_request * served
+            self._actual_cum += np.maximum(used - self._last_used, 0.0)
+            self._served_cum += served
         self._last_used, self._last_arrivals = used, arrivals_total
+        if self.scenario.correction_gain and self._served_cum >= self.correction_min_requests:
+            self.correction = update_correction(np.ones_like(self.correction), self._planned_cum, self._actual_cum,
+                                                self.scenario.correction_gain, step_bounds=(0.5, 2.0))
         report.correction = self.correction.tolist()
 
     def cycle(self) -> CycleReport:

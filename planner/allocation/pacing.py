@@ -3,9 +3,9 @@
 - The sample S stands in for the N(t) requests still to come, so each constraint's capacity for the solve is
   b_k(t) * |S| / N(t) with b_k(t) = b_k - used_k(t) (never below a tiny positive floor: an exhausted budget gets a
   high price, not a division by zero).
-- Correction: after a cycle, the real consumption per request of constraint k (lagging feedback and model error
-  included) is compared with what the published prices planned per request; the constraint's factor moves by
-  (planned / actual) ** gain, bounded per step and overall, and multiplies its paced capacity.
+- Correction: the real consumption of constraint k (lagging feedback and model error included) is compared with
+  what the published prices planned for the same requests; the factor (planned / actual) ** gain, bounded,
+  multiplies its paced capacity (consumption ahead of plan: a smaller capacity, a higher price).
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class ScenarioSpec(_Model):
     refit_every: int = Field(30, ge=1, le=100_000, description="cycles between forecast refits (cheap level "
                              "updates in between)")
     # Online correction between solves (dual mirror descent)
-    dmd_step: float = Field(0.02, ge=0, le=10, description="per-request dual step, relative (0: off)")
+    dmd_step: float = Field(0.002, ge=0, le=10, description="per-request dual step, relative (0: off)")
     # Budget leases
     lease_fraction: float = Field(0.05, gt=0, le=1, description="a replica tops its lease up to this share of what "
                                   "remains (shrinks as budgets run out)")

@@ -25,7 +25,7 @@ import numpy as np
 
 from planner.allocation.budget import BudgetLease, BudgetStore
 from planner.allocation.calibration import Calibration
-from planner.allocation.decide import ConstraintMatrix, decide, dmd_step
+from planner.allocation.decide import ConstraintMatrix, consumption_unit, decide, dmd_step
 from planner.allocation.requests import parse_decision, parse_feedback
 from planner.allocation.samples import SampleStore
 from planner.allocation.scenario import ScenarioSpec
@@ -70,6 +70,7 @@ class Allocator:
         self._version, self._computed_at, self._epoch = 0, None, ""
         self._rate: np.ndarray | None = None  # per-request budget rates of the plan (None: no correction)
         self._value_scale = 0.0
+        self._unit = np.zeros(self.matrix.K)  # typical consumption of one allocation, per constraint
         self._samples: deque = deque(maxlen=50_000)  # sampled requests not yet written
         self._predictions: OrderedDict = OrderedDict()  # (user, item) -> raw value decided on, for feedback
         self._remember = remember
@@ -161,9 +162,10 @@ class Allocator:
                 choice = decide(values, consumption, self._lam, self.lease.remaining())  # raced: once more
                 if choice.index >= 0 and not self.lease.try_spend(choice.consumption):
                     choice = type(choice)(-1, choice.score, np.zeros(self.matrix.K), True, choice.consumption)
+            self._unit = consumption_unit(self._unit, choice.consumption)
             if self._rate is not None:
                 self._lam = dmd_step(self._lam, choice.consumption, self._rate, self.scenario.dmd_step,
-                                     self._value_scale)
+                                     self._value_scale, self._unit)
             version, computed_at = self._version, self._computed_at
             if self._rng.random() < self.scenario.sample_rate:
                 self._samples.append({"t": self.clock(), "items": list(req.items), "value": values.tolist(),

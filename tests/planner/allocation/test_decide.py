@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from planner.allocation.decide import ConstraintMatrix, decide, dmd_step
+from planner.allocation.decide import ConstraintMatrix, consumption_unit, decide, dmd_step
 from tests.planner.allocation.allocation_testlib import coupon_scenario
 
 
@@ -71,3 +71,19 @@ def test_a_decision_takes_well_under_a_millisecond():
         cons = m.consumption(items, usage)
         decide(rng.random(20), cons, np.array([0.1, 0.2]), np.array([50.0, 5.0]))
     assert (time.perf_counter() - t0) / 200 < 2e-3
+
+
+def test_step_in_consumption_units_keeps_lumpy_small_budgets_calm():
+    """With the consumption unit as scale, one allocation against a small lumpy budget moves its price by about
+    one step of value per unit, not by m / rho steps; and the unit is a running mean of what allocations consume."""
+    unit = np.zeros(2)
+    unit = consumption_unit(unit, np.array([5.0, 0.0]))
+    assert unit.tolist() == [5.0, 0.0]
+    unit = consumption_unit(unit, np.array([6.0, 0.0]), weight=0.5)
+    assert unit.tolist() == [5.5, 0.0]
+    rate = np.array([0.05, 0.05])
+    lam = np.zeros(2)
+    textbook = dmd_step(lam, np.array([5.0, 0.0]), rate, 0.01, 1.0)
+    scaled = dmd_step(lam, np.array([5.0, 0.0]), rate, 0.01, 1.0, unit=np.array([5.0, 0.0]))
+    assert textbook[0] == pytest.approx(0.01 / 0.05 * 99)
+    assert scaled[0] == pytest.approx(0.01 / 5.0 * 4.95 / 5.0) and scaled[1] == 0.0
