@@ -130,7 +130,7 @@ class Allocator:
             return True
         except Exception:  # Redis down: keep them (bounded; the oldest go first)
             with self._lock:
-                self._samples.extendleft(reversed(batch))
+                self._samples = deque(batch + list(self._samples), maxlen=self._samples.maxlen)
             return False
 
     def _anchor(self, prices: DualPrices) -> None:
