@@ -7,9 +7,11 @@ Model choice by the data (statsmodels):
   absolute error is refitted on all of it;
 - less history: simple exponential smoothing of the level (no seasonality can be learnt yet);
 - no history at all: no forecast (the caller extrapolates the rate seen so far).
-Between refits (every `refit_every` updates) the update is cheap: the ratio of the arrivals in buckets completed
-since the fit to what the model forecast for them (both summed with exponential forgetting) scales the rest of
-the forecast, which is how an unforeseen spike is taken into account at once.
+Between refits (every `refit_every` updates) the update is cheap: the median ratio of arrivals to forecast over
+the last `ratio_window` buckets completed since the fit scales the rest of the forecast. A level shift moves it
+within a few buckets; a short surprise spike does not (its consumption already shows in the remaining budgets,
+and a spike that is over says nothing about the traffic to come; an EWMA of the ratio kept forecasting the spike
+after it ended and priced the campaign's tail too high).
 """
 
 from __future__ import annotations
@@ -48,12 +50,12 @@ class ArrivalForecast:
     """Arrival counts per bucket of `bucket_s` seconds (bucket b covers [b * bucket_s, (b + 1) * bucket_s))."""
 
     def __init__(self, bucket_s: float, season_buckets: int, refit_every: int = 30, max_seasons: int = 4,
-                 ratio_weight: float = 0.3):
+                 ratio_window: int = 7):
         self.bucket_s = bucket_s
         self.season = season_buckets
         self.refit_every = refit_every
         self.max_seasons = max_seasons  # history used in a fit, in seasons
-        self.ratio_weight = ratio_weight  # forgetting per bucket of the level correction's sums
+        self.ratio_window = ratio_window  # completed buckets whose median actual/forecast ratio scales the forecast
         self.counts: dict[int, float] = {}
         self.model_name = "none"
         self._path: np.ndarray | None = None  # forecast for buckets fit_end + 1, fit_end + 2, ...
@@ -61,7 +63,7 @@ class ArrivalForecast:
         self._updates = 0
         self.level_ratio = 1.0  # actual / forecast over buckets completed since the fit
         self._ratio_through = -1  # last bucket folded into level_ratio
-        self._actual_sum = self._predicted_sum = 0.0  # discounted sums of arrivals and their forecasts
+        self._ratios: list[float] = []  # actual / forecast of each bucket completed since the fit
 
     def update(self, counts: dict[int, float], now: float) -> None:
         """New totals per bucket (the whole hash is fine); refits every `refit_every` calls, else cheap update."""
@@ -83,7 +85,7 @@ class ArrivalForecast:
         y = self._series(current)
         self._fit_end = current - 1
         self.level_ratio, self._ratio_through = 1.0, current - 1
-        self._actual_sum = self._predicted_sum = 0.0
+        self._ratios = []
         horizon = 4 * self.season + 1
         if len(y) == 0:
             self._path, self.model_name = None, "none"
@@ -122,13 +124,11 @@ class ArrivalForecast:
     def _cheap_update(self, current: int) -> None:
         for b in range(self._ratio_through + 1, current):
             predicted = self.rate(b, corrected=False)
-            if predicted is None or predicted <= 0:
-                continue
-            w = self.ratio_weight
-            self._actual_sum = (1 - w) * self._actual_sum + self.counts.get(b, 0.0)
-            self._predicted_sum = (1 - w) * self._predicted_sum + predicted
-            self.level_ratio = self._actual_sum / self._predicted_sum
+            if predicted is not None and predicted > 0:
+                self._ratios.append(self.counts.get(b, 0.0) / predicted)
         self._ratio_through = max(self._ratio_through, current - 1)
+        recent = self._ratios[-self.ratio_window:]
+        self.level_ratio = float(np.median(recent)) if recent else 1.0
 
     def rate(self, bucket: int, corrected: bool = True) -> float | None:
         """Forecast arrivals in `bucket` (None without a model)."""

@@ -40,15 +40,22 @@ def test_short_history_falls_back_to_the_level_and_none_means_no_forecast():
     assert f.model_name == "level" and f.remaining(600.0, 1200.0) == pytest.approx(500.0, rel=0.01)
 
 
-def test_a_surprise_spike_raises_the_forecast_before_the_next_refit():
-    """Buckets at three times the forecast raise the rest of the forecast by the cheap update, without a refit."""
-    f = ArrivalForecast(bucket_s=60.0, season_buckets=SEASON, refit_every=1000)
-    counts = history(3)
+def test_a_level_shift_raises_the_forecast_before_the_next_refit():
+    """Six buckets at three times the forecast raise the rest of the forecast by the cheap update, without a
+    refit; a two-bucket spike followed by normal traffic does not."""
     start = 3 * SEASON
-    f.update(counts, start * 60.0)
-    before = f.remaining(start * 60.0 + 180.0, (start + 12) * 60.0)
-    for b in range(start, start + 3):
-        counts[b] = 3 * diurnal(np.array([b]))[0]
-    f.update(counts, (start + 3) * 60.0)
-    assert f.model_name != "mean"
-    assert f.remaining((start + 3) * 60.0, (start + 12) * 60.0) > 1.8 * before
+
+    def after(shape) -> tuple[float, float]:
+        counts = history(3)
+        f = ArrivalForecast(bucket_s=60.0, season_buckets=SEASON, refit_every=1000)
+        f.update(counts, start * 60.0)
+        for b in range(start, start + 6):
+            counts[b] = shape(b - start) * diurnal(np.array([b]))[0]
+        f.update(counts, (start + 6) * 60.0)
+        assert f.model_name != "mean"
+        return f.level_ratio, f.remaining((start + 6) * 60.0, (start + 12) * 60.0)
+
+    spike_ratio, spike_left = after(lambda k: 3.0 if k < 2 else 1.0)
+    shift_ratio, shift_left = after(lambda k: 3.0)
+    assert spike_ratio < 1.2 and shift_ratio > 2.5
+    assert shift_left > 2.5 * spike_left
