@@ -30,7 +30,7 @@ def test_planner_actor_publishes_and_is_restarted_after_a_kill(ray_cluster, redi
 
     from planner.allocation.actor import planner_actor_name, start_planner
 
-    sc = coupon_scenario(name="actor", cycle_s=0.5, sample_rate=1.0)
+    sc = coupon_scenario(name="actor", cycle_s=0.5, horizon_s=20, sample_rate=1.0)
     SampleStore(redis_client, "actor").append([
         {"t": 0.0, "items": ["coupon_a", "coupon_b"], "value": [0.8, 0.3 + 0.01 * i], "usage": [[3.0, 1.0]] * 2}
         for i in range(40)])
