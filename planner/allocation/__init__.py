@@ -11,9 +11,10 @@ from planner.allocation.nearline import CycleReport, NearlineLoop, default_solve
 from planner.allocation.samples import SampleStore, samples_instance
 from planner.allocation.scenario import ConstraintSpec, ScenarioSpec
 from planner.allocation.service import Allocator
+from planner.allocation.status import scenario_status
 
 __all__ = [
     "Allocator", "ArrivalForecast", "BudgetLease", "BudgetStore", "Calibration", "ConstraintMatrix", "ConstraintSpec",
     "CycleReport", "Decision", "LeaseState", "NearlineLoop", "NearlinePlanner", "SampleStore", "ScenarioSpec",
-    "decide", "default_solve", "dmd_step", "planner_actor_name", "samples_instance", "start_planner",
+    "decide", "default_solve", "dmd_step", "planner_actor_name", "samples_instance", "scenario_status", "start_planner",
 ]

@@ -65,7 +65,7 @@ class CycleReport:
     remaining_requests: float | None = None  # N(t)
     forecast_model: str = "none"
     used: list = field(default_factory=list)  # consumption per constraint
-    plan_use: list = field(default_factory=list)  # consumption per constraint the pacing planned by now
+    plan_use: list = field(default_factory=list)  # capacity x share of the campaign's traffic seen so far
     correction: list = field(default_factory=list)
     certificate: dict | None = None
     published: Published | None = None
@@ -168,8 +168,8 @@ class NearlineLoop:
         report.samples, report.remaining_requests, report.forecast_model = len(self.window), N, \
             self.forecast.model_name
         report.used = used.tolist()
-        elapsed = min(max(now - (self.start_at or now), 0.0), self.scenario.horizon_s)
-        report.plan_use = (self.capacity * elapsed / self.scenario.horizon_s).tolist()
+        seen = sum(c for b, c in arrivals.items() if (b + 1) * self.scenario.bucket_s > (self.start_at or now))
+        report.plan_use = (self.capacity * seen / max(seen + N, 1.0)).tolist()  # paced share of the traffic so far
         self._correct(used, float(sum(arrivals.values())), report)
         if not self.window:
             report.error = "no sampled requests yet"
@@ -186,7 +186,8 @@ class NearlineLoop:
         best = np.where(inst.mask, inst.c, 0.0).max(axis=1)
         plan = {"rate": per_request_rates(self.capacity, used, N).tolist(), "remaining_requests": N,
                 "value_scale": float(np.mean(np.maximum(best, 0.0))), "correction": self.correction.tolist(),
-                "forecast_model": self.forecast.model_name, "samples": len(records)}
+                "forecast_model": self.forecast.model_name, "samples": len(records), "plan_use": report.plan_use,
+                "used": report.used, "solve_s": report.solve_s}
         report.published = self.prices.publish_certified(
             self.scenario.name, sol.lam, self.names, report.certificate, computed_at=now,
             expected_names=self.names, gap_tol=self.scenario.gap_tol, overshoot_tol=self.scenario.overshoot_tol,

@@ -65,3 +65,25 @@ def test_cycle_without_samples_reports_instead_of_failing(redis_client):
     loop.client = Broken()
     loop.samples.client = Broken()
     assert "redis is gone" in loop.cycle().error
+
+
+def test_status_shows_use_plan_prices_forecast_and_certificate(redis_client):
+    """After a cycle, the status read from Redis has each constraint's use against capacity and plan, the prices'
+    version and age, the forecast and the certificate."""
+    from planner.allocation.budget import BudgetStore
+    from planner.allocation.samples import SampleStore
+    from planner.allocation.status import scenario_status
+    from planner.allocation.campaign import sample_of
+
+    past, live = campaign(n=400, prior=400)
+    sc = scenario_from_instance(live, name="st", horizon_s=100, cycle_s=10, starts_at=1000.0, season_s=100,
+                                season_buckets=4)
+    SampleStore(redis_client, "st").append([sample_of(past, i, 0.0) for i in range(past.n)])
+    BudgetStore(redis_client, "st").add_arrivals({b: 100 for b in range(32, 40)})  # two earlier seasons
+    report = NearlineLoop(sc, redis_client, clock=lambda: 1005.0).cycle()
+    assert report.published.accepted, report.published
+    st = scenario_status(redis_client, sc, now=1008.0)
+    assert st["prices_version"] == 1 and st["prices_age_s"] == pytest.approx(3.0) and not st["stale"]
+    assert [c["name"] for c in st["constraints"]] == list(sc.constraint_names)
+    assert all(c["used"] == 0.0 and c["planned_use"] is not None and c["price"] >= 0 for c in st["constraints"])
+    assert st["certificate"]["rigorous_gap"] <= sc.gap_tol and st["forecast"]["remaining_requests"] > 0
