@@ -139,6 +139,7 @@ class LiveResult:
     value: float = 0.0
     consumption: np.ndarray | None = None  # (K,) reported in Redis
     decision_s: list = field(default_factory=list)  # wall seconds of each decision
+    decision_cpu_s: list = field(default_factory=list)  # CPU seconds of each decision (this thread)
     price_lag_s: list = field(default_factory=list)  # wall seconds from a cycle's data to prices in the replicas
     cycles: list = field(default_factory=list)  # CycleReport of every cycle
     stale_answers: int = 0
@@ -178,9 +179,10 @@ def replay_live(inst: Instance, times: np.ndarray, scenario: ScenarioSpec, clien
             run_cycle()
             next_cycle = clock.t + scenario.cycle_s
         body = request_of(inst, int(i), usage)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         answer = allocs[n % replicas](body)
         out.decision_s.append(time.perf_counter() - t0)
+        out.decision_cpu_s.append(time.thread_time() - c0)
         out.stale_answers += answer["stale"]
         if answer["item"] is not None:
             j = next(k for k, cand in enumerate(body["candidates"]) if cand["item"] == answer["item"])
