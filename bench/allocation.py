@@ -83,7 +83,11 @@ def main(argv=None) -> int:
         print("error: --mode http needs the allocator deployment wired into raygate (not yet)", file=sys.stderr)
         return 2
 
-    from planner.allocation.campaign import choose_dmd_step, replay_baseline, scenario_from_instance
+    from planner.allocation.campaign import (
+        choose_dmd_step,
+        replay_baseline,
+        scenario_from_instance,
+    )
     from planner.highs import solve_exact
 
     prior, campaign = build(args)

@@ -23,13 +23,20 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-__all__ = ["DualPrices", "Published", "DualPriceStore", "DualPriceReader", "scenario_tag", "price_certificate",
-           "certificate_problem"]
+__all__ = [
+    "DualPriceReader",
+    "DualPriceStore",
+    "DualPrices",
+    "Published",
+    "certificate_problem",
+    "price_certificate",
+    "scenario_tag",
+]
 
 _PUBLISH = """
 local stored = redis.call('HGET', KEYS[3], 'computed_at')
@@ -258,7 +265,7 @@ class DualPriceReader:
         with self._lock:
             return self._prices
 
-    def start(self, poll_s: float = 5.0) -> "DualPriceReader":
+    def start(self, poll_s: float = 5.0) -> DualPriceReader:
         """Refresh in a background thread on every announcement, and every `poll_s` seconds regardless."""
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, args=(poll_s,), name=f"duals-{self.scenario}",

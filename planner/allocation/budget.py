@@ -23,14 +23,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from planner.store import scenario_tag
 
-__all__ = ["BudgetStore", "BudgetLease", "LeaseState"]
+__all__ = ["BudgetLease", "BudgetStore", "LeaseState"]
 
 _SYNC = """
 local holder, now, ttl, fraction = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["ItemCalibration", "Calibration", "platt_fit", "isotonic_fit"]
+__all__ = ["Calibration", "ItemCalibration", "isotonic_fit", "platt_fit"]
 
 _EPS = 1e-6
 
@@ -155,4 +155,4 @@ class Calibration:
             if sel.any():
                 table.append({"bin": [float(edges[k]), float(edges[k + 1])], "mean_predicted": float(q[sel].mean()),
                               "observed_rate": float(y[sel].mean()), "count": int(sel.sum())})
-        return {"count": int(len(q)), "log_loss": log_loss, "reliability": table}
+        return {"count": len(q), "log_loss": log_loss, "reliability": table}

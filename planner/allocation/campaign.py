@@ -19,8 +19,19 @@ from planner.allocation.scenario import ScenarioSpec
 from planner.allocation.service import Allocator
 from planner.instance import Instance
 
-__all__ = ["scenario_from_instance", "arrival_rate", "arrival_times", "request_of", "sample_of", "replay_baseline",
-           "choose_dmd_step", "LiveResult", "replay_live", "SimClock", "seed_history"]
+__all__ = [
+    "LiveResult",
+    "SimClock",
+    "arrival_rate",
+    "arrival_times",
+    "choose_dmd_step",
+    "replay_baseline",
+    "replay_live",
+    "request_of",
+    "sample_of",
+    "scenario_from_instance",
+    "seed_history",
+]
 
 USAGE_NAMES = ("spend", "count")
 

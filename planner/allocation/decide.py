@@ -26,7 +26,7 @@ import numpy as np
 
 from planner.allocation.scenario import ScenarioSpec
 
-__all__ = ["ConstraintMatrix", "Decision", "decide", "dmd_step", "consumption_unit"]
+__all__ = ["ConstraintMatrix", "Decision", "consumption_unit", "decide", "dmd_step"]
 
 _FIT_EPS = 1e-9  # relative slack allowed when checking that a candidate fits what remains
 

@@ -19,22 +19,26 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from planner.allocation.budget import BudgetStore
 from planner.allocation.decide import ConstraintMatrix
 from planner.allocation.forecast import ArrivalForecast
-from planner.allocation.pacing import paced_capacities, per_request_rates, update_correction
+from planner.allocation.pacing import (
+    paced_capacities,
+    per_request_rates,
+    update_correction,
+)
 from planner.allocation.samples import SampleStore, samples_instance
 from planner.allocation.scenario import ScenarioSpec
 from planner.instance import Instance
 from planner.solver import Solution, SolverConfig
 from planner.store import DualPriceStore, Published, price_certificate, scenario_tag
 
-__all__ = ["NearlineLoop", "CycleReport", "default_solve"]
+__all__ = ["CycleReport", "NearlineLoop", "default_solve"]
 
 log = logging.getLogger("planner.allocation.nearline")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["remaining_budget", "paced_capacities", "per_request_rates", "update_correction"]
+__all__ = ["paced_capacities", "per_request_rates", "remaining_budget", "update_correction"]
 
 _FLOOR = 1e-9  # share of the capacity kept as the smallest paced capacity
 

@@ -127,7 +127,7 @@ class ScenarioSpec(_Model):
         return value
 
     @model_validator(mode="after")
-    def _cross(self) -> "ScenarioSpec":
+    def _cross(self) -> ScenarioSpec:
         if self.cycle_s > self.horizon_s:
             raise ValueError(f"cycle_s ({self.cycle_s}) must not exceed horizon_s ({self.horizon_s})")
         names = [c.name for c in self.constraints]

@@ -19,13 +19,18 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from planner.allocation.budget import BudgetLease, BudgetStore
 from planner.allocation.calibration import Calibration
-from planner.allocation.decide import ConstraintMatrix, consumption_unit, decide, dmd_step
+from planner.allocation.decide import (
+    ConstraintMatrix,
+    consumption_unit,
+    decide,
+    dmd_step,
+)
 from planner.allocation.requests import parse_decision, parse_feedback
 from planner.allocation.samples import SampleStore
 from planner.allocation.scenario import ScenarioSpec
@@ -84,7 +89,7 @@ class Allocator:
             self.start(poll_s)
 
     # -- lifecycle ----------------------------------------------------------------------------------
-    def start(self, poll_s: float = 5.0) -> "Allocator":
+    def start(self, poll_s: float = 5.0) -> Allocator:
         """Start the price reader and the sync loop (threads)."""
         self.reader.start(poll_s)
         thread = threading.Thread(target=self._sync_loop, name=f"alloc-sync-{self.scenario.name}", daemon=True)

@@ -8,7 +8,13 @@ import time
 import pytest
 import redis
 
-from planner.store import DualPriceReader, DualPriceStore, DualPrices, certificate_problem, price_certificate
+from planner.store import (
+    DualPriceReader,
+    DualPrices,
+    DualPriceStore,
+    certificate_problem,
+    price_certificate,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -28,6 +28,7 @@ def test_isotonic_fit_is_monotone_and_pools_violations():
     """PAV pools adjacent violators into their weighted mean."""
     x, y = isotonic_fit(np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.0, 1.0, 0.0, 1.0]), np.ones(4))
     assert np.all(np.diff(y) >= 0) and y.tolist() == [0.0, 0.5, 1.0]
+    assert x.tolist() == pytest.approx([0.1, 0.25, 0.4])  # pooled knots sit at the weighted mean of their x
 
 
 @pytest.mark.parametrize("method", ["platt", "isotonic"])

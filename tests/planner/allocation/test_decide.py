@@ -7,7 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from planner.allocation.decide import ConstraintMatrix, consumption_unit, decide, dmd_step
+from planner.allocation.decide import (
+    ConstraintMatrix,
+    consumption_unit,
+    decide,
+    dmd_step,
+)
 from tests.planner.allocation.allocation_testlib import coupon_scenario
 
 

@@ -6,8 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner.allocation.campaign import (arrival_times, replay_baseline, replay_live, scenario_from_instance,
-                                         seed_history)
+from planner.allocation.campaign import (
+    arrival_times,
+    replay_baseline,
+    replay_live,
+    scenario_from_instance,
+    seed_history,
+)
 from planner.allocation.nearline import NearlineLoop
 from planner.generate import GeneratorConfig, generate_instance
 from planner.instance import subset_users
@@ -71,9 +76,9 @@ def test_status_shows_use_plan_prices_forecast_and_certificate(redis_client):
     """After a cycle, the status read from Redis has each constraint's use against capacity and plan, the prices'
     version and age, the forecast and the certificate."""
     from planner.allocation.budget import BudgetStore
+    from planner.allocation.campaign import sample_of
     from planner.allocation.samples import SampleStore
     from planner.allocation.status import scenario_status
-    from planner.allocation.campaign import sample_of
 
     past, live = campaign(n=400, prior=400)
     sc = scenario_from_instance(live, name="st", horizon_s=100, cycle_s=10, starts_at=1000.0, season_s=100,

@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner.allocation.pacing import paced_capacities, per_request_rates, update_correction
+from planner.allocation.pacing import (
+    paced_capacities,
+    per_request_rates,
+    update_correction,
+)
 
 
 def test_sample_capacity_is_remaining_budget_times_sample_share():

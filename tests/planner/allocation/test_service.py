@@ -124,7 +124,7 @@ def test_coupon_example_optimum_not_first_come_first_served(redis_client):
     budget = BudgetStore(redis_client, "coupons")
     budget.add_arrivals({0: 4, 1: 4, 2: 4})  # yesterday: four users per minute
     alloc = make(redis_client, clock, scenario=sc, replica_id="live")
-    for u, v in uplift.items():  # the planner's sample of this traffic (a day earlier)
+    for v in uplift.values():  # the planner's sample of this traffic (a day earlier)
         alloc._samples.append({"t": 0.0, "items": ["coupon"], "value": [v], "usage": [[3.0, 1.0]]})
     alloc.sync()
     report = NearlineLoop(sc, redis_client, clock=clock).cycle()
