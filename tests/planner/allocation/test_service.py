@@ -169,3 +169,30 @@ def test_redis_stop_and_restart_decisions_continue_stale_and_consumption_lands(t
         alloc.close()
         client.close()
         server.stop()
+
+
+def test_background_threads_pick_up_announced_prices_and_write_consumption(redis_url, redis_client):
+    """With its threads running (as in a replica), an announcement of new prices reaches the decisions within
+    seconds without any call from the test, and consumption reaches Redis through the sync loop; close() returns
+    the unused lease."""
+    alloc = Allocator(coupon_scenario(), redis_url=redis_url, replica_id="bg", poll_s=30.0)
+    try:
+        deadline = time.time() + 10
+        while alloc.lease.remaining()[0] == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        assert alloc(request(coupon_a=0.8, coupon_b=0.5))["item"] == "coupon_a"
+        DualPriceStore(redis_client).publish("coupons", [0.0, 0.5], ["total_spend", "coupon_a_stock"], CERT,
+                                             computed_at=time.time())
+        while alloc(request(coupon_a=0.8, coupon_b=0.5))["prices_version"] != 1 and time.time() < deadline:
+            time.sleep(0.05)
+        out = alloc(request(coupon_a=0.8, coupon_b=0.5))
+        assert out["item"] == "coupon_b" and out["prices_version"] == 1 and out["stale"] is False
+        budget = BudgetStore(redis_client, "coupons")
+        while budget.used(["total_spend"])[0] < 3.0 and time.time() < deadline:
+            time.sleep(0.05)
+        assert budget.used(["total_spend"])[0] >= 3.0
+    finally:
+        alloc.close()
+    assert "bg" not in BudgetStore(redis_client, "coupons").holders()
+    pool = BudgetStore(redis_client, "coupons").pool(["total_spend"])[0]
+    assert pool + BudgetStore(redis_client, "coupons").used(["total_spend"])[0] == pytest.approx(10_000.0)
