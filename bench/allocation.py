@@ -1,0 +1,163 @@
+"""Benchmark of online allocation end to end: a synthetic campaign replayed through the live path.
+
+A generated instance is split into yesterday's users (the planner's prior sample and the arrival history) and the
+campaign's users, who arrive over the horizon with a diurnal rate, noise and a surprise spike (3x for 4% of the
+horizon), a day compressed into `--horizon` simulated seconds. Modes:
+- `inproc` (default): the allocator's user code called directly (two replicas sharing the budget through leases),
+  the nearline loop on the simulated clock, a real Redis this script starts and stops;
+- `http`: reserved for replaying against a running raygate (`--url`); not wired yet.
+Printed: realised value against the hindsight LP optimum (HiGHS on the whole campaign), first come first served,
+greedy without prices and dual mirror descent alone (per-request dual steps from zero prices, no solver, step chosen
+on yesterday's users); each constraint's final use against capacity; decision p50/p99 (wall time of the call);
+the price refresh lag (wall seconds from a cycle's data snapshot to new prices in every replica). Last line: JSON.
+
+    .venv/bin/python bench/allocation.py                  # 40k campaign users, K = 12
+    .venv/bin/python bench/allocation.py --quick          # 8k users
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# bench/planner.py would shadow the planner package: drop this script's folder from the path, put the repo first.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+
+def build(args):
+    from planner.generate import GeneratorConfig, generate_instance
+    from planner.instance import subset_users
+
+    full = generate_instance(GeneratorConfig(n=args.users + args.prior, J=args.J, K=args.K, seed=args.seed,
+                                             tightness=(0.2, 0.5)))
+    rows = np.random.default_rng(args.seed).permutation(full.n)
+    prior = subset_users(full, np.sort(rows[:args.prior]))
+    campaign = subset_users(full, np.sort(rows[args.prior:]))
+    campaign = campaign.with_capacities(full.b * campaign.n / full.n)
+    prior = prior.with_capacities(full.b * prior.n / full.n)
+    return prior, campaign
+
+
+def run_inproc(args, prior, campaign, scenario, times, start):
+    import redis
+
+    from deploy.embedded import EmbeddedRedis
+    from planner.allocation.campaign import replay_live, seed_history
+
+    server = EmbeddedRedis(data_dir=Path(tempfile.mkdtemp(prefix="alloc-bench-")), appendonly=False).start()
+    client = redis.Redis(host=server.host, port=server.port)
+    try:
+        seed_history(client, scenario, prior, start, seasons=2, n_per_season=campaign.n)
+        return replay_live(campaign, times, scenario, client, start=start, replicas=args.replicas)
+    finally:
+        client.close()
+        server.stop()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--users", type=int, default=40_000, help="campaign users (requests)")
+    p.add_argument("--prior", type=int, default=20_000, help="yesterday's users (planner's prior sample)")
+    p.add_argument("--J", type=int, default=8)
+    p.add_argument("--K", type=int, default=12)
+    p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--horizon", type=float, default=600.0, help="simulated campaign length (s)")
+    p.add_argument("--cycle", type=float, default=10.0, help="nearline cycle (simulated s)")
+    p.add_argument("--replicas", type=int, default=2)
+    p.add_argument("--sample-rate", type=float, default=0.5)
+    p.add_argument("--sample-size", type=int, default=20_000)
+    p.add_argument("--mode", choices=("inproc", "http"), default="inproc")
+    p.add_argument("--quick", action="store_true", help="8k users, 4k prior")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.users, args.prior = 8_000, 4_000
+    if args.mode == "http":
+        print("error: --mode http needs the allocator deployment wired into raygate (not yet)", file=sys.stderr)
+        return 2
+
+    from planner.allocation.campaign import (
+        choose_dmd_step,
+        replay_baseline,
+        scenario_from_instance,
+    )
+    from planner.highs import solve_exact
+
+    prior, campaign = build(args)
+    horizon = args.horizon
+    scenario = scenario_from_instance(campaign, name="bench", horizon_s=horizon, cycle_s=args.cycle,
+                                      sample_rate=args.sample_rate, season_s=horizon, season_buckets=48,
+                                      starts_at=1_000_000.0, stale_after_s=6 * args.cycle,
+                                      solver_sample_size=args.sample_size, refit_every=20)
+    from planner.allocation.campaign import arrival_times
+
+    times = arrival_times(campaign.n, horizon, seed=args.seed + 7)
+    order = np.argsort(times, kind="stable")
+    print(f"campaign: {campaign.n} users x J={campaign.J}, K={campaign.K} constraints, horizon {horizon:g} s "
+          f"(simulated), cycle {args.cycle:g} s, {args.replicas} replicas, sample rate {args.sample_rate}")
+
+    t0 = time.perf_counter()
+    exact = solve_exact(campaign)
+    print(f"hindsight LP (HiGHS): {exact.objective:.2f} ({exact.status}, {exact.seconds:.1f} s)")
+    fcfs, _ = replay_baseline(campaign, order, "fcfs")
+    greedy, _ = replay_baseline(campaign, order, "greedy")
+    value_scale = float(np.mean(np.where(prior.mask, prior.c, 0).max(axis=1)))
+    step = choose_dmd_step(prior, value_scale)
+    dmd, dmd_use = replay_baseline(campaign, order, "dmd", step, value_scale, total_requests=campaign.n)
+    print(f"baselines in {time.perf_counter() - t0:.1f} s (DMD step {step:g}, chosen on yesterday's users)")
+
+    t0 = time.perf_counter()
+    live = run_inproc(args, prior, campaign, scenario, times, start=1_000_000.0)
+    wall = time.perf_counter() - t0
+    published = sum(1 for c in live.cycles if c.published is not None and c.published.accepted)
+    refused = [c.published.reason for c in live.cycles if c.published is not None and not c.published.accepted]
+    errors = [c.error for c in live.cycles if c.error]
+    print(f"live replay: {wall:.1f} s wall, {len(live.cycles)} cycles, {published} published, "
+          f"{len(refused)} refused, {len(errors)} without a solve, {live.stale_answers} stale answers")
+    for reason in sorted(set(refused))[:3]:
+        print(f"  refused: {reason}")
+
+    ref = exact.objective
+    rows = [("raygate (nearline + leases + DMD step)", live.value), ("dual mirror descent alone", dmd),
+            ("greedy without prices", greedy), ("first come, first served", fcfs)]
+    print(f"\n{'policy':42s} {'value':>12s} {'vs hindsight':>13s}")
+    for name, value in rows:
+        print(f"{name:42s} {value:12.2f} {value / ref:13.4f}")
+    use = live.consumption / campaign.b
+    print(f"\n{'constraint':22s} {'capacity':>12s} {'used':>12s} {'use':>8s} {'DMD use':>8s}")
+    for k in range(campaign.K):
+        print(f"{campaign.cname[k]:22s} {campaign.b[k]:12.2f} {live.consumption[k]:12.2f} {use[k]:8.4f} "
+              f"{dmd_use[k] / campaign.b[k]:8.4f}")
+    dec = np.asarray(live.decision_s) * 1e3
+    lag = np.asarray(live.price_lag_s) if live.price_lag_s else np.array([np.nan])
+    cpu = np.asarray(live.decision_cpu_s) * 1e3
+    print(f"\ndecision ms: p50 {np.percentile(dec, 50):.3f}  p99 {np.percentile(dec, 99):.3f}  "
+          f"max {dec.max():.2f} (wall time of the in-process call: parse, calibrate, decide, lease, dual step)")
+    print(f"decision CPU ms: p50 {np.percentile(cpu, 50):.3f}  p99 {np.percentile(cpu, 99):.3f} (this thread's CPU "
+          f"time: what the wall figures show without other processes' load; load average now "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(f"price refresh lag s: median {np.median(lag):.3f}  max {np.max(lag):.3f} (solve + publish + reader refresh)")
+    figures = {
+        "value_vs_hindsight": round(live.value / ref, 5), "fcfs_vs_hindsight": round(fcfs / ref, 5),
+        "greedy_vs_hindsight": round(greedy / ref, 5), "dmd_vs_hindsight": round(dmd / ref, 5),
+        "max_overspend": round(float(max(0.0, np.max(use - 1.0))), 6),
+        "decision_p50_ms": round(float(np.percentile(dec, 50)), 4),
+        "decision_p99_ms": round(float(np.percentile(dec, 99)), 4), "price_lag_s": round(float(np.median(lag)), 4),
+        "decision_cpu_p99_ms": round(float(np.percentile(cpu, 99)), 4), "load_average": round(os.getloadavg()[0], 1),
+        "price_lag_max_s": round(float(np.max(lag)), 4), "hindsight": round(ref, 3), "users": campaign.n,
+        "K": campaign.K, "replicas": args.replicas, "cycles": len(live.cycles), "published": published,
+        "mode": args.mode,
+    }
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

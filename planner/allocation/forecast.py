@@ -1,0 +1,155 @@
+"""Forecast of arrivals per bucket, for pacing: how many requests are still to come before the horizon ends.
+
+Model choice by the data (statsmodels):
+- at least two seasons of history: additive Holt-Winters (ExponentialSmoothing, seasonal period = a season in
+  buckets) and STL (seasonal-trend decomposition by Loess, with an AR(1) on the deseasonalised series) are both
+  fitted on the history less its last half season and scored on that half season; the one with the lower mean
+  absolute error is refitted on all of it;
+- less history: simple exponential smoothing of the level (no seasonality can be learnt yet);
+- no history at all: no forecast (the caller extrapolates the rate seen so far).
+Between refits (every `refit_every` updates) the update is cheap: the median ratio of arrivals to forecast over
+the last `ratio_window` buckets completed since the fit scales the rest of the forecast. A level shift moves it
+within a few buckets; a short surprise spike does not (its consumption already shows in the remaining budgets,
+and a spike that is over says nothing about the traffic to come; an EWMA of the ratio kept forecasting the spike
+after it ended and priced the campaign's tail too high).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+__all__ = ["ArrivalForecast"]
+
+
+def _fit_holt_winters(y: np.ndarray, period: int):
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+    model = ExponentialSmoothing(y, trend=None, seasonal="add", seasonal_periods=period,
+                                 initialization_method="estimated")
+    return model.fit()
+
+
+def _fit_stl(y: np.ndarray, period: int):
+    from statsmodels.tsa.arima.model import ARIMA
+    from statsmodels.tsa.forecasting.stl import STLForecast
+
+    return STLForecast(y, ARIMA, model_kwargs={"order": (1, 0, 0), "trend": "c"}, period=period,
+                       robust=True).fit()
+
+
+def _fit_level(y: np.ndarray):
+    from statsmodels.tsa.holtwinters import SimpleExpSmoothing
+
+    return SimpleExpSmoothing(y, initialization_method="estimated").fit()
+
+
+class ArrivalForecast:
+    """Arrival counts per bucket of `bucket_s` seconds (bucket b covers [b * bucket_s, (b + 1) * bucket_s))."""
+
+    def __init__(self, bucket_s: float, season_buckets: int, refit_every: int = 30, max_seasons: int = 4,
+                 ratio_window: int = 7):
+        self.bucket_s = bucket_s
+        self.season = season_buckets
+        self.refit_every = refit_every
+        self.max_seasons = max_seasons  # history used in a fit, in seasons
+        self.ratio_window = ratio_window  # completed buckets whose median actual/forecast ratio scales the forecast
+        self.counts: dict[int, float] = {}
+        self.model_name = "none"
+        self._path: np.ndarray | None = None  # forecast for buckets fit_end + 1, fit_end + 2, ...
+        self._fit_end = -1  # last bucket the model was fitted on
+        self._updates = 0
+        self.level_ratio = 1.0  # actual / forecast over buckets completed since the fit
+        self._ratio_through = -1  # last bucket folded into level_ratio
+        self._ratios: list[float] = []  # actual / forecast of each bucket completed since the fit
+
+    def update(self, counts: dict[int, float], now: float) -> None:
+        """New totals per bucket (the whole hash is fine); refits every `refit_every` calls, else cheap update."""
+        self.counts = {int(b): float(c) for b, c in counts.items()}
+        current = int(now // self.bucket_s)
+        self._updates += 1
+        if self._path is None or self._updates % self.refit_every == 0:
+            self._refit(current)
+        self._cheap_update(current)
+
+    def _series(self, current: int) -> np.ndarray:
+        done = [b for b in self.counts if b < current]
+        if not done:
+            return np.zeros(0)
+        first = max(min(done), current - self.max_seasons * self.season)
+        return np.array([self.counts.get(b, 0.0) for b in range(first, current)])
+
+    def _refit(self, current: int) -> None:
+        y = self._series(current)
+        self._fit_end = current - 1
+        self.level_ratio, self._ratio_through = 1.0, current - 1
+        self._ratios = []
+        horizon = 4 * self.season + 1
+        if len(y) == 0:
+            self._path, self.model_name = None, "none"
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                if len(y) >= 2 * self.season:
+                    name, fit = self._choose(y)
+                    path = np.asarray(fit.forecast(horizon))
+                elif len(y) >= 4:
+                    name, path = "level", np.asarray(_fit_level(y).forecast(horizon))
+                else:
+                    name, path = "mean", np.full(horizon, float(y.mean()))
+            except Exception:  # a fit that fails must not stop planning: fall back to the recent mean
+                name, path = "mean", np.full(horizon, float(y[-self.season:].mean()))
+        self.model_name = name
+        self._path = np.maximum(path, 0.0)
+
+    def _choose(self, y: np.ndarray):
+        hold = max(2, self.season // 2)
+        train, test = y[:-hold], y[-hold:]
+        scores = {}
+        for name, fit_fn in (("holt_winters", _fit_holt_winters), ("stl", _fit_stl)):
+            if len(train) < 2 * self.season:
+                scores[name] = math.inf if name == "stl" else 0.0
+                continue
+            try:
+                scores[name] = float(np.mean(np.abs(fit_fn(train, self.season).forecast(hold) - test)))
+            except Exception:
+                scores[name] = math.inf
+        name = min(scores, key=scores.get)
+        fit_fn = _fit_holt_winters if name == "holt_winters" else _fit_stl
+        return name, fit_fn(y, self.season)
+
+    def _cheap_update(self, current: int) -> None:
+        for b in range(self._ratio_through + 1, current):
+            predicted = self.rate(b, corrected=False)
+            if predicted is not None and predicted > 0:
+                self._ratios.append(self.counts.get(b, 0.0) / predicted)
+        self._ratio_through = max(self._ratio_through, current - 1)
+        recent = self._ratios[-self.ratio_window:]
+        self.level_ratio = float(np.median(recent)) if recent else 1.0
+
+    def rate(self, bucket: int, corrected: bool = True) -> float | None:
+        """Forecast arrivals in `bucket` (None without a model)."""
+        if self._path is None:
+            return None
+        step = bucket - self._fit_end - 1
+        if step < 0:
+            return self.counts.get(bucket, 0.0)
+        value = float(self._path[min(step, len(self._path) - 1)])
+        return value * (self.level_ratio if corrected else 1.0)
+
+    def remaining(self, now: float, end: float) -> float | None:
+        """Forecast arrivals in [now, end): the rest of the current bucket plus every later bucket up to `end`."""
+        if self._path is None:
+            return None
+        if end <= now:
+            return 0.0
+        total = 0.0
+        b = int(now // self.bucket_s)
+        while b * self.bucket_s < end:
+            lo, hi = max(now, b * self.bucket_s), min(end, (b + 1) * self.bucket_s)
+            total += self.rate(b) * (hi - lo) / self.bucket_s
+            b += 1
+        return total
