@@ -63,6 +63,8 @@ class ConstraintSpec(_Model):
 class ScenarioSpec(_Model):
     name: str = Field(description="scenario name; also the Redis key scope {namespace:name}")
     route_prefix: str = Field(description="HTTP path served by the allocator deployment, e.g. /allocate/coupons")
+    num_replicas: int = Field(1, ge=1, le=64, description="allocator replicas serving the route (each leases "
+                              "budget in chunks, so more replicas never overspend)")
     horizon_s: float = Field(gt=0, le=_YEAR_S, description="campaign length; capacities are for the whole horizon")
     cycle_s: float = Field(10.0, gt=0, le=86400, description="nearline planning period")
     sample_rate: float = Field(0.2, gt=0, le=1, description="share of decisions recorded for the planner")
