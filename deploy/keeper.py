@@ -210,7 +210,8 @@ class Keeper:
             before = self.health[cluster.name]
             after = observe_check(before, ok, reason, now, self.spec.fail_after, self.spec.recover_after)
             if after.up != before.up:
-                log.warning("cluster_up" if after.up else "cluster_down", cluster=cluster.name, reason=reason)
+                (log.info if after.up else log.warning)("cluster_up" if after.up else "cluster_down",
+                                                        cluster=cluster.name, reason=reason)
             self.health[cluster.name] = after
         order = endpoint_order(self.clusters, self.health)
         if order != self.endpoints:

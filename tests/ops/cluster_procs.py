@@ -67,21 +67,23 @@ class Started:
         return self.log_path.read_text(errors="replace")
 
     def wait_for(self, needle: str, timeout_s: float) -> None:
-        def printed():
-            if self.process.poll() is not None and needle not in self.output():
-                raise AssertionError(f"exited with {self.process.returncode}:\n{self.output()[-3000:]}")
-            return needle in self.output()
-
-        try:
-            wait_until(printed, timeout_s, f"{needle!r} in {self.log_path.name}", 0.3)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- {self.log_path.name} ---\n{self.output()[-3000:]}") from None
+        """Wait until the log shows `needle`; fail at once (with the log) if the process exits first."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if needle in self.output():
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.log_path.name}: exited with {self.process.returncode} before "
+                                     f"{needle!r}:\n{self.output()[-3000:]}")
+            time.sleep(0.3)
+        raise AssertionError(f"{self.log_path.name}: no {needle!r} after {timeout_s:g}s:\n{self.output()[-3000:]}")
 
     def remember_tree(self) -> None:
         self.known += descendants(self.process.pid)
 
     def kill(self) -> None:
         kill_tree(self.process.pid, self.known + descendants(self.process.pid))
+        self.process.wait(10)  # reaped: no zombie left whose pid looks alive
 
     def stop(self, grace_s: float = 30.0) -> None:
         """SIGTERM, wait up to `grace_s`, then SIGKILL whatever is left of the tree."""
@@ -93,5 +95,4 @@ class Started:
             except subprocess.TimeoutExpired:
                 pass
         self.kill()
-        self.process.wait(10)
         self.log.close()
