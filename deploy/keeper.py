@@ -20,9 +20,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import aiohttp
 import click
@@ -34,8 +34,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploy.spec import SpecError, load_spec
 
-__all__ = ["KeeperSpec", "ClusterSpec", "Cluster", "ClusterHealth", "observe_check", "endpoint_order",
-           "Keeper", "load_keeper_spec", "run_keeper", "keeper_command", "main"]
+__all__ = [
+    "Cluster",
+    "ClusterHealth",
+    "ClusterSpec",
+    "Keeper",
+    "KeeperSpec",
+    "endpoint_order",
+    "keeper_command",
+    "load_keeper_spec",
+    "main",
+    "observe_check",
+    "run_keeper",
+]
 
 log = structlog.get_logger("raygate.keeper")
 
@@ -144,7 +155,7 @@ class Keeper:
         self._runner: web.AppRunner | None = None
         self._task: asyncio.Task | None = None
 
-    async def start(self) -> "Keeper":
+    async def start(self) -> Keeper:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.spec.check_timeout_s))
         app = web.Application()
         app.router.add_get("/-/keeper/endpoints", self._serve_endpoints)
@@ -229,7 +240,7 @@ class Keeper:
                 if response.status != 200:
                     return False, f"/-/admin/status answered {response.status}"
                 status = orjson.loads(await response.read())
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             return False, f"unreachable: {type(exc).__name__}"
         missing = self.apps - {a["name"] for a in status.get("apps", [])}
         if missing:
@@ -258,7 +269,7 @@ class Keeper:
                                 body=body[:300].decode("utf-8", "replace"))
                     return
             log.info("keeper_applied", cluster=cluster.name)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning("keeper_apply_failed", cluster=cluster.name, error=repr(exc))
 
 

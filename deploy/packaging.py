@@ -20,10 +20,11 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-__all__ = ["upload_local_dirs", "local_entries"]
+__all__ = ["local_entries", "upload_local_dirs"]
 
 _URI_SCHEMES = ("gcs://", "s3://", "gs://", "https://", "http://", "file://", "azure://", "abfss://")
 

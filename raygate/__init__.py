@@ -30,7 +30,20 @@ from raygate.policy import ClientConfig
 from raygate.sync import Client
 
 __all__ = [
-    "Client", "AsyncClient", "ClientConfig", "Response", "RaygateClientError", "GatewayError", "BadRequest",
-    "Unauthorized", "NotFound", "PayloadTooLarge", "Overloaded", "ModelError", "ReplicaFailed",
-    "DeadlineExceeded", "Unavailable", "Timeout",
+    "AsyncClient",
+    "BadRequest",
+    "Client",
+    "ClientConfig",
+    "DeadlineExceeded",
+    "GatewayError",
+    "ModelError",
+    "NotFound",
+    "Overloaded",
+    "PayloadTooLarge",
+    "RaygateClientError",
+    "ReplicaFailed",
+    "Response",
+    "Timeout",
+    "Unauthorized",
+    "Unavailable",
 ]

@@ -8,9 +8,10 @@ import json as jsonlib
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import structlog
@@ -92,7 +93,7 @@ class AsyncClient:
         self._start_lock = asyncio.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------------
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         await self.start()
         return self
 
@@ -203,7 +204,7 @@ class AsyncClient:
                 answer = (response.status, CIMultiDict(response.headers), payload)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             return Outcome(failure=CONNECT_FAILED, code=type(exc).__name__), None
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             return Outcome(failure=TIMED_OUT), None
         except (aiohttp.ClientError, OSError) as exc:  # reset, disconnected, payload cut short
             return Outcome(failure=SEND_FAILED, code=type(exc).__name__), None
@@ -258,7 +259,7 @@ class AsyncClient:
                                          timeout=aiohttp.ClientTimeout(total=self.config.probe_timeout_s)) as r:
                 await r.read()
                 return r.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 
     async def _refresh_from_keeper(self, required: bool) -> None:
@@ -269,7 +270,7 @@ class AsyncClient:
                     urls = read_keeper_endpoints(jsonlib.loads(await r.read()))
             else:
                 urls = read_keeper_endpoints(jsonlib.loads(Path(self.keeper).read_bytes()))
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             if required:
                 raise Unavailable(f"cannot read endpoints from the Keeper at {self.keeper}: {exc}") from None
             log.warning("keeper_unreachable", keeper=self.keeper, error=repr(exc))

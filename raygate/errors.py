@@ -10,8 +10,19 @@ from __future__ import annotations
 import json
 
 __all__ = [
-    "RaygateClientError", "GatewayError", "BadRequest", "Unauthorized", "NotFound", "PayloadTooLarge",
-    "Overloaded", "ModelError", "ReplicaFailed", "DeadlineExceeded", "Unavailable", "Timeout", "error_from_response",
+    "BadRequest",
+    "DeadlineExceeded",
+    "GatewayError",
+    "ModelError",
+    "NotFound",
+    "Overloaded",
+    "PayloadTooLarge",
+    "RaygateClientError",
+    "ReplicaFailed",
+    "Timeout",
+    "Unauthorized",
+    "Unavailable",
+    "error_from_response",
 ]
 
 

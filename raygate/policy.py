@@ -16,8 +16,17 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-__all__ = ["ClientConfig", "RetryBudget", "Outcome", "may_retry", "backoff_s", "IDEMPOTENT_METHODS",
-           "CONNECT_FAILED", "SEND_FAILED", "TIMED_OUT"]
+__all__ = [
+    "CONNECT_FAILED",
+    "IDEMPOTENT_METHODS",
+    "SEND_FAILED",
+    "TIMED_OUT",
+    "ClientConfig",
+    "Outcome",
+    "RetryBudget",
+    "backoff_s",
+    "may_retry",
+]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 # Error codes of a gateway refusal that ran nothing (replicas/routing/failures.py).

@@ -58,7 +58,7 @@ class Client:
                 self._loop.run(self._client.start())
             return self._loop, self._client
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         self._ensure()
         return self
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["REPO", "Started", "wait_until", "descendants", "kill_tree"]
+__all__ = ["REPO", "Started", "descendants", "kill_tree", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,15 @@ from raygate import (
     Unavailable,
 )
 from raygate.endpoints import EndpointSet
-from raygate.policy import CONNECT_FAILED, SEND_FAILED, TIMED_OUT, Outcome, RetryBudget, backoff_s, may_retry
+from raygate.policy import (
+    CONNECT_FAILED,
+    SEND_FAILED,
+    TIMED_OUT,
+    Outcome,
+    RetryBudget,
+    backoff_s,
+    may_retry,
+)
 
 FAST = ClientConfig(timeout_s=2.0, deadline_s=5.0, backoff_base_s=0.01, backoff_max_s=0.05, probe_interval_s=0.05,
                     probe_timeout_s=0.5, refresh_interval_s=0.05)
@@ -115,7 +123,7 @@ class Server:
                                                 "request_id": rid}}, status=404)
         return web.json_response({"server": self.name}, headers={"X-Raygate-Version": "v1", "X-Request-Id": rid})
 
-    async def start(self) -> "Server":
+    async def start(self) -> Server:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.runner = web.AppRunner(app, handle_signals=False)

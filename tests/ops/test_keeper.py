@@ -7,14 +7,21 @@ import asyncio
 import json
 import os
 import threading
-import time
 import urllib.request
 
 import pytest
 import yaml
 from aiohttp import web
 
-from deploy.keeper import Cluster, ClusterHealth, Keeper, KeeperSpec, endpoint_order, load_keeper_spec, observe_check
+from deploy.keeper import (
+    Cluster,
+    ClusterHealth,
+    Keeper,
+    KeeperSpec,
+    endpoint_order,
+    load_keeper_spec,
+    observe_check,
+)
 
 APP_SPEC = {"apps": [{"name": "lin", "route_prefix": "/lin", "ingress": "linear", "deployments": [
     {"name": "linear", "import_path": "deploy.examples.models:Linear", "num_replicas": 2, "idempotent": True,
@@ -71,7 +78,7 @@ class FakeCluster:
         self.runner = None
         self.port = 0
 
-    async def start(self, port: int = 0) -> "FakeCluster":
+    async def start(self, port: int = 0) -> FakeCluster:
         async def ready(request):
             return web.json_response({"status": "ready"})
 
@@ -155,7 +162,6 @@ def test_one_cluster_killed_under_load_loses_no_idempotent_request(tmp_path):
     started again on its run dir, recovers the spec, and calls go back to A. No call fails at any point."""
     from deploy.embedded import free_port
     from raygate import ClientConfig
-
     from tests.ops.cluster_procs import Started, wait_until
 
     token = "keeper-test-token"
