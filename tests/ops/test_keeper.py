@@ -256,3 +256,16 @@ class _Load:
                     await asyncio.sleep(0.01)
 
             await asyncio.gather(*(worker() for _ in range(4)))
+
+
+def test_raygate_cli_has_the_keeper_command(tmp_path):
+    """`raygate keeper KEEPER.yaml` is a subcommand of the CLI; a bad file is refused naming the field."""
+    from click.testing import CliRunner
+
+    from deploy.cli import cli
+
+    runner = CliRunner()
+    assert "KEEPER.yaml" in runner.invoke(cli, ["keeper", "--help"]).output
+    (tmp_path / "keeper.yaml").write_text(yaml.safe_dump({"spec": "app.yaml", "clusters": []}))
+    result = runner.invoke(cli, ["keeper", str(tmp_path / "keeper.yaml")])
+    assert result.exit_code == 2 and "clusters" in result.output
