@@ -249,7 +249,7 @@ class AsyncClient:
                         log.info("endpoint_up", endpoint=url)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  the maintenance loop never dies
                 log.warning("client_maintenance_failed", error=repr(exc))
 
     async def probe(self, url: str) -> bool:

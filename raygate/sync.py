@@ -42,7 +42,7 @@ class Client:
 
     def __init__(self, endpoints: list[str] | None = None, *, keeper: str | None = None,
                  config: ClientConfig | None = None, headers: dict[str, str] | None = None) -> None:
-        self._args = dict(endpoints=endpoints, keeper=keeper, config=config, headers=headers)
+        self._args = {"endpoints": endpoints, "keeper": keeper, "config": config, "headers": headers}
         AsyncClient(**self._args)  # validate the arguments now, in the caller's thread
         self._lock = threading.Lock()
         self._pid = 0
