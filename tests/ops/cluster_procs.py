@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,9 +40,22 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _ray_temp_dirs(procs: list[psutil.Process]) -> set[str]:
+    """Temp dirs of the Ray sessions among `procs` (`raygate up` removes its own only when it exits cleanly)."""
+    found = set()
+    for proc in procs:
+        try:
+            found.update(re.findall(r"(/tmp/rg-[A-Za-z0-9_]+)/session_", " ".join(proc.cmdline())))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
 def kill_tree(pid: int, extra: list[psutil.Process] = ()) -> None:
-    """SIGKILL a process we started, its process group and every descendant (Redis runs in its own group)."""
+    """SIGKILL a process we started, its process group and every descendant (Redis runs in its own group),
+    then remove the Ray temp dir their session used."""
     tree = descendants(pid) + list(extra)
+    temp_dirs = _ray_temp_dirs(tree)
     try:
         os.killpg(os.getpgid(pid), signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -51,6 +66,8 @@ def kill_tree(pid: int, extra: list[psutil.Process] = ()) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(tree, timeout=10)
+    for path in temp_dirs:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class Started:
