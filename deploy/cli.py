@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 import orjson
 
+from deploy.keeper import keeper_command
 from deploy.rundir import default_run_dir, read_run_info
 from deploy.spec import SpecError, load_spec
 
@@ -248,6 +249,9 @@ def plan(args) -> None:
     from planner.cli import main as planner_main
 
     sys.exit(planner_main(list(args)))
+
+
+cli.add_command(keeper_command)  # `raygate keeper KEEPER.yaml` (deploy/keeper.py)
 
 
 def main() -> None:
