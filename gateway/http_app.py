@@ -96,7 +96,8 @@ def build_app(config: GatewayConfig, metrics: GatewayMetrics, resources: Iterabl
     app = web.Application(client_max_size=config.max_body_bytes)
     state = GatewayState()
     app[CONFIG], app[METRICS], app[STATE] = config, metrics, state
-    app[SCRAPE] = ScrapeCache(metrics, config.metrics_flush_s, clock)
+    shared = os.path.join(config.metrics_dir, "scrape-cache.prom") if config.metrics_dir else ""
+    app[SCRAPE] = ScrapeCache(metrics, config.metrics_flush_s, clock, shared)
     metrics.in_flight_source = lambda: state.in_flight_by_app
     app.cleanup_ctx.extend(resources)
     proxy = ProxyHandler(clock)

@@ -11,7 +11,9 @@ a scrape storm costs the request path nothing more than serving a cached body.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import struct
 import time
 from bisect import bisect_left
 from typing import Callable
@@ -145,26 +147,73 @@ class GatewayMetrics:
 
 
 class ScrapeCache:
-    """The /metrics body, rendered at most once per `max_age_s` (in a worker thread) and shared by every scrape
-    in between: a storm of scrapes costs one render per interval, never one per scrape."""
+    """The /metrics body, rendered at most about once per `max_age_s` and shared by every scrape in between: a
+    storm of scrapes costs a render per interval, never one per scrape (a render of the node's files takes
+    milliseconds of CPU).
 
-    def __init__(self, metrics: GatewayMetrics, max_age_s: float, clock: Callable[[], float] = time.monotonic):
+    With `shared_path` (a file in the node's metrics directory) the latest render is shared by every gateway
+    process of the node, stamped with the time its render began (the monotonic clock is the node's): a process
+    replaces it only with a render that began later (under a file lock), and a scrape serves the newest render
+    it can see. So whichever process answers, each scrape shows the files as of a moment no earlier than the
+    scrape before it: counters never appear to go backwards between scrapes.
+    """
+
+    _STAMP = struct.Struct("<d")
+
+    def __init__(self, metrics: GatewayMetrics, max_age_s: float, clock: Callable[[], float] = time.monotonic,
+                 shared_path: str = ""):
         self.metrics = metrics
         self.max_age_s = max_age_s
         self.clock = clock
-        self._body: bytes | None = None
-        self._rendered_at = 0.0
+        self.shared_path = shared_path
+        self._newest: tuple[float, bytes] | None = None  # (render began, body)
         self._lock = asyncio.Lock()
 
     async def body(self) -> bytes:
-        if self._body is not None and self.clock() - self._rendered_at < self.max_age_s:
-            return self._body
-        async with self._lock:  # one render at a time; scrapes that waited take its result
-            if self._body is None or self.clock() - self._rendered_at >= self.max_age_s:
+        newest = self._read_newest()
+        if newest is not None and self.clock() - newest[0] < self.max_age_s:
+            return newest[1]
+        async with self._lock:  # one render at a time per process; scrapes that waited take the newest
+            newest = self._read_newest()
+            if newest is None or self.clock() - newest[0] >= self.max_age_s:
+                began = self.clock()
                 self.metrics.flush()  # this process's own samples, on the loop that observes them
-                self._body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render)
-                self._rendered_at = self.clock()
-            return self._body
+                body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render)
+                self._keep(began, body)
+                newest = self._read_newest()
+            return newest[1]
+
+    def _read_shared(self) -> tuple[float, bytes] | None:
+        try:
+            with open(self.shared_path, "rb") as shared:
+                data = shared.read()
+        except OSError:
+            return None
+        if len(data) < self._STAMP.size:
+            return None
+        return self._STAMP.unpack_from(data)[0], data[self._STAMP.size:]
+
+    def _read_newest(self) -> tuple[float, bytes] | None:
+        """The newest render this process knows of: its own, or the node's shared one."""
+        shared = self._read_shared() if self.shared_path else None
+        if shared is not None and (self._newest is None or shared[0] > self._newest[0]):
+            self._newest = shared
+        return self._newest
+
+    def _keep(self, began: float, body: bytes) -> None:
+        if self._newest is None or began > self._newest[0]:
+            self._newest = (began, body)
+        if not self.shared_path:
+            return
+        with open(self.shared_path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            shared = self._read_shared()
+            if shared is not None and shared[0] >= began:
+                return  # a render that began later is already shared
+            temporary = f"{self.shared_path}.{os.getpid()}"
+            with open(temporary, "wb") as out:
+                out.write(self._STAMP.pack(began) + body)
+            os.replace(temporary, self.shared_path)
 
 
 class MetricsObserver(RouterObserver):

@@ -94,3 +94,26 @@ def test_counters_of_killed_processes_stay_in_the_node_scrape(tmp_path):
     reader = subprocess.run([sys.executable, "-c", _READER, str(tmp_path)], env=env, timeout=60,
                             capture_output=True, text=True)
     assert 'raygate_requests_total{app="app",code="200",deployment="dep",version="v1"} 7.0' in reader.stdout
+
+
+async def test_a_shared_render_is_replaced_only_by_a_later_one(tmp_path):
+    """Two processes' caches over one shared file: each scrape serves the newest render either knows, so a
+    scrape never shows an older render than the one before it, whichever process answers."""
+    now = [10.0]
+    shared = str(tmp_path / "scrape-cache.prom")
+    bodies = {"a": [b"a1", b"a2"], "b": [b"b1"]}
+
+    def cache(name):
+        metrics = GatewayMetrics(CollectorRegistry())
+        metrics.render = lambda: bodies[name].pop(0)
+        return ScrapeCache(metrics, max_age_s=0.25, clock=lambda: now[0], shared_path=shared)
+
+    a, b = cache("a"), cache("b")
+    assert await a.body() == b"a1"  # rendered at 10.0 and shared
+    now[0] += 0.1
+    assert await b.body() == b"a1"  # fresh enough: b serves a's render instead of rendering
+    now[0] += 0.2
+    assert await b.body() == b"b1"  # stale: b renders (began 10.3) and shares it
+    assert await a.body() == b"b1"  # a's own render (10.0) is older than the shared one
+    b._keep(10.05, b"old")  # a render that began earlier never replaces a later one
+    assert await a.body() == b"b1"
