@@ -31,8 +31,8 @@ ROOT = BENCH.parent
 # This file lives next to bench/gateway.py, which would shadow the `gateway` package: bench/ off sys.path.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() not in (ROOT, BENCH)]
 
-from bench._ready import BODY  # noqa: E402
-from bench.gateway import Server, _cpu_ticks_by_pid, _pids_in, foreign_cpu  # noqa: E402
+from bench._ready import BODY
+from bench.gateway import Server, _cpu_ticks_by_pid, _pids_in, foreign_cpu
 
 
 def _percentile(values: list[float], q: float) -> float | None:

@@ -31,7 +31,7 @@ from replicas.routing.failures import BadRequest
 from replicas.routing.table import RoutingTable
 from replicas.runtime import LoopThread, configure_logging, serving_priority
 
-__all__ = ["Gateway", "ControllerAdmin"]
+__all__ = ["ControllerAdmin", "Gateway"]
 
 
 async def _call(ref):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 import structlog
@@ -20,7 +21,12 @@ from aiohttp import web
 
 from gateway.app_state import ADMIN, CONFIG, ROUTER, STATE
 from gateway.http_errors import RequestTimeout, error_response, json_response
-from replicas.routing.failures import BadRequest, PayloadTooLarge, RaygateError, Unauthorized
+from replicas.routing.failures import (
+    BadRequest,
+    PayloadTooLarge,
+    RaygateError,
+    Unauthorized,
+)
 
 __all__ = ["ADMIN_PREFIX", "ADMIN_ROUTES", "handle_admin"]
 
@@ -48,7 +54,7 @@ async def _read_doc(request: web.Request) -> Any:
         raw = await asyncio.wait_for(request.read(), request.app[CONFIG].body_timeout_s)
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"request body is over the limit of {limit} bytes") from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise RequestTimeout("request body not received in time") from None
     if not raw.strip():
         raise BadRequest("request body is empty: send a JSON or YAML document")

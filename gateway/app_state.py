@@ -16,8 +16,21 @@ from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from replicas.routing.router import Router
 
-__all__ = ["AdminBackend", "GatewayState", "CONFIG", "METRICS", "STATE", "ROUTER", "ADMIN", "ACCESS_LOG",
-           "ACCESS_STREAM", "STARTING", "SERVING", "DRAINING", "STOPPED"]
+__all__ = [
+    "ACCESS_LOG",
+    "ACCESS_STREAM",
+    "ADMIN",
+    "CONFIG",
+    "DRAINING",
+    "METRICS",
+    "ROUTER",
+    "SERVING",
+    "STARTING",
+    "STATE",
+    "STOPPED",
+    "AdminBackend",
+    "GatewayState",
+]
 
 STARTING, SERVING, DRAINING, STOPPED = "starting", "serving", "draining", "stopped"
 

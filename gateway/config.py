@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["GatewayConfig", "resolve_gateway_count", "MIN_AUTO_GATEWAYS", "MAX_AUTO_GATEWAYS"]
+__all__ = ["MAX_AUTO_GATEWAYS", "MIN_AUTO_GATEWAYS", "GatewayConfig", "resolve_gateway_count"]
 
 MIN_AUTO_GATEWAYS = 2  # "auto": at least two, so losing one process never refuses every connection
 MAX_AUTO_GATEWAYS = 8  # "auto": at most eight; beyond that, processes contend for the same cores

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from aiohttp import web
 
@@ -25,7 +25,7 @@ from gateway.openapi import openapi_document
 from gateway.proxy import ProxyHandler
 from replicas.routing.failures import RaygateError
 
-__all__ = ["build_app", "CleanupContext"]
+__all__ = ["CleanupContext", "build_app"]
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 

@@ -15,8 +15,14 @@ from aiohttp import web
 
 from replicas.routing.failures import BadRequest, RaygateError, error_body
 
-__all__ = ["RequestTimeout", "error_response", "json_response", "header_text", "JsonErrorRequestHandler",
-           "refusal_bytes"]
+__all__ = [
+    "JsonErrorRequestHandler",
+    "RequestTimeout",
+    "error_response",
+    "header_text",
+    "json_response",
+    "refusal_bytes",
+]
 
 JSON = "application/json"
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -38,8 +39,16 @@ from gateway.config import GatewayConfig
 from gateway.http_errors import JsonErrorRequestHandler, refusal_bytes
 from replicas.routing.router import Router
 
-__all__ = ["provide", "access_log_context", "router_context", "admin_context", "watcher_context",
-           "flusher_context", "Listener", "drain"]
+__all__ = [
+    "Listener",
+    "access_log_context",
+    "admin_context",
+    "drain",
+    "flusher_context",
+    "provide",
+    "router_context",
+    "watcher_context",
+]
 
 
 def provide(key: web.AppKey, value: Any):
@@ -209,7 +218,7 @@ async def drain(listener: Listener, minimum_s: float, timeout_s: float,
     try:
         await asyncio.wait_for(state.idle.wait(), timeout_s)
         finished = True
-    except asyncio.TimeoutError:
+    except TimeoutError:
         finished = False
     left = minimum_s - (clock() - started)
     if left > 0:

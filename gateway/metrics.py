@@ -16,7 +16,7 @@ import os
 import struct
 import time
 from bisect import bisect_left
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,7 +30,7 @@ from prometheus_client import (
 
 from replicas.routing.router import RouterObserver
 
-__all__ = ["GatewayMetrics", "MetricsObserver", "ScrapeCache", "mark_dead_processes", "CONTENT_TYPE_LATEST"]
+__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "MetricsObserver", "ScrapeCache", "mark_dead_processes"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

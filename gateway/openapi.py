@@ -29,12 +29,13 @@ def _errors(*statuses: int) -> dict:
     reasons = {400: "bad request (body, header or parameters)", 401: "missing or wrong bearer token",
                404: "unknown route, version or endpoint", 405: "method not allowed on this path",
                408: "the request did not arrive in time", 413: "request body over the limit",
+               422: "the model's answer for this input is not finite (inf or NaN)",
                429: "too many requests", 500: "error in the model's code", 502: "replica failed after retries",
                503: "overloaded or no replica (see Retry-After)", 504: "deadline passed"}
     return {str(s): _json(_ERROR, reasons[s]) for s in statuses}
 
 
-_ROUTED_ERRORS = _errors(400, 404, 408, 413, 500, 502, 503, 504)
+_ROUTED_ERRORS = _errors(400, 404, 408, 413, 422, 500, 502, 503, 504)
 _ADMIN_ERRORS = _errors(400, 401, 408, 413, 503)
 _ANSWER_HEADERS = {name: {"description": text, "schema": {"type": "string"}} for name, text in (
     ("X-Request-Id", "the request's id (as sent, or generated)"),

@@ -14,14 +14,19 @@ import contextvars
 import os
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 from structlog.contextvars import bind_contextvars
 
 from gateway.app_state import ACCESS_LOG, CONFIG, METRICS, ROUTER, STATE
 from gateway.http_errors import JSON, RequestTimeout, error_response, header_text
-from replicas.routing.failures import BadRequest, PayloadTooLarge, RaygateError, RouteNotFound
+from replicas.routing.failures import (
+    BadRequest,
+    PayloadTooLarge,
+    RaygateError,
+    RouteNotFound,
+)
 
 __all__ = ["ProxyHandler"]
 
@@ -132,7 +137,7 @@ class ProxyHandler:
             return await asyncio.wait_for(request.read(), max(0.0, deadline - self.clock()))
         except web.HTTPRequestEntityTooLarge:
             raise PayloadTooLarge(f"request body is over the limit of {self.max_body} bytes") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RequestTimeout(f"request body not received within the deadline of {timeout_s:g}s") from None
 
     def record(self, request: web.Request, request_id: str, app_name: str, deployment: str, version: str,

@@ -19,7 +19,7 @@ from replicas.routing.table import VersionRoute
 from tests.gateway.test_http_app import Harness
 
 schemathesis = pytest.importorskip("schemathesis")
-from schemathesis.checks import (  # noqa: E402
+from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
     response_headers_conformance,
