@@ -56,12 +56,19 @@ def replica_main() -> None:
 
 
 async def _serve(replica_port: int, log_dir: str) -> int:
+    from prometheus_client import CollectorRegistry
+
     from gateway.config import GatewayConfig
     from gateway.http_app import build_app
     from gateway.metrics import GatewayMetrics
-    from prometheus_client import CollectorRegistry
     from replicas.routing.router import Router
-    from replicas.routing.table import AppRoute, DeploymentRoute, ReplicaInfo, RoutingTable, VersionRoute
+    from replicas.routing.table import (
+        AppRoute,
+        DeploymentRoute,
+        ReplicaInfo,
+        RoutingTable,
+        VersionRoute,
+    )
 
     router = Router(asyncio.get_running_loop())
     replica = ReplicaInfo("r1", "quickstart", "linear", "v1", "127.0.0.1", replica_port)
@@ -76,7 +83,9 @@ async def _serve(replica_port: int, log_dir: str) -> int:
 
         app = build_app(config, metrics, [access_log_context(log_dir), provide(ROUTER, router), provide(ADMIN, None)])
         return await Listener(app, config).start("127.0.0.1", 0)
-    from aiohttp import web  # the earlier build_app(config, router, metrics, admin, access_log)
+    from aiohttp import (
+        web,  # the earlier build_app(config, router, metrics, admin, access_log)
+    )
 
     from gateway.access_log import open_access_log
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,9 +29,10 @@ from replicas.routing.failures import (
     Unauthorized,
 )
 
-__all__ = ["ADMIN_PREFIX", "ADMIN_ROUTES", "handle_admin"]
+__all__ = ["ADMIN_PREFIX", "ADMIN_ROUTES", "MAX_INT32", "handle_admin"]
 
 ADMIN_PREFIX = "/-/admin/"
+MAX_INT32 = 2**31 - 1  # the wire's bound on counts; the spec's per-deployment caps are the controller's
 
 log = structlog.get_logger("raygate.admin")
 
@@ -107,8 +109,9 @@ async def split(request: web.Request) -> web.Response:
     if not isinstance(weights, dict) or not weights:
         raise BadRequest("weights must be a non-empty object {version: weight}")
     for version, weight in weights.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise BadRequest(f"weights.{version} must be a number, not {weight!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                or weight < 0:
+            raise BadRequest(f"weights.{version} must be a finite number >= 0, not {weight!r}")
     return json_response(await request.app[ADMIN].set_weights(_text(doc, "app"), _text(doc, "deployment"),
                                                               {str(k): float(v) for k, v in weights.items()}))
 
@@ -116,8 +119,9 @@ async def split(request: web.Request) -> web.Response:
 async def scale(request: web.Request) -> web.Response:
     doc = _object(await _read_doc(request), "app", "deployment", "version", "num_replicas")
     count = doc["num_replicas"]
-    if isinstance(count, bool) or not isinstance(count, int):
-        raise BadRequest(f"num_replicas must be a whole number, not {count!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_INT32:
+        raise BadRequest(f"num_replicas must be a whole number from 0 to {MAX_INT32}, not {count!r} "
+                         f"(the deployment's own replica cap applies too)")
     return json_response(await request.app[ADMIN].scale(_text(doc, "app"), _text(doc, "deployment"),
                                                         _text(doc, "version"), count))
 

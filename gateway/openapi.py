@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.admin_api import MAX_INT32
 from gateway.config import GatewayConfig
 from replicas.routing.table import RoutingTable
 
@@ -70,7 +71,7 @@ _SPLIT = {"type": "object", "required": ["app", "deployment", "weights"], "prope
     "weights": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "number", "minimum": 0}}}}
 _SCALE = {"type": "object", "required": ["app", "deployment", "version", "num_replicas"], "properties": {
     "app": {"type": "string"}, "deployment": {"type": "string"}, "version": {"type": "string"},
-    "num_replicas": {"type": "integer", "minimum": 0}}}
+    "num_replicas": {"type": "integer", "minimum": 0, "maximum": MAX_INT32}}}
 _SPEC = {"type": "object", "description": "an app spec (deploy/spec.py), as in a spec file",
          "properties": {"apps": {"type": "array", "items": _OBJECT}, "gateway": _OBJECT}}
 

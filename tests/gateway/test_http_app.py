@@ -445,3 +445,20 @@ async def test_openapi_lists_control_admin_and_app_routes(harness):
     assert {"/-/healthz", "/-/ready", "/-/routes", "/metrics", "/-/admin/deploy", "/-/admin/split", "/api"} <= \
         set(document["paths"])
     assert document["paths"]["/-/admin/split"]["post"]["security"] == [{"bearer": []}]
+
+
+async def test_admin_bodies_are_bounded_before_they_reach_the_controller(harness):
+    """Weights must be finite and non-negative (YAML's .inf and .nan included); replica counts whole numbers
+    within the wire's bound: each refusal is a 400 naming the field, and the backend is never asked."""
+    replica = await harness.replica(Echo(), "r1")
+    await harness.start([VersionRoute("v1", 100, (replica,))])
+    auth = {"Authorization": "Bearer adm", "Content-Type": "application/yaml"}
+    for weight in (".inf", ".nan", "-1", "true", "'2'"):
+        body = f"{{app: app, deployment: dep, weights: {{v1: {weight}}}}}".encode()
+        async with harness.session.post(harness.url("/-/admin/split"), headers=auth, data=body) as r:
+            assert r.status == 400 and "weights.v1" in (await r.json())["error"]["message"], weight
+    for count in ("1e30", "2.5", "-1", "true", "99999999999999999999"):
+        body = f"{{app: app, deployment: dep, version: v1, num_replicas: {count}}}".encode()
+        async with harness.session.post(harness.url("/-/admin/scale"), headers=auth, data=body) as r:
+            assert r.status == 400 and "num_replicas" in (await r.json())["error"]["message"], count
+    assert harness.admin.weights is None
