@@ -14,7 +14,7 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 
 from gateway.config import GatewayConfig
-from tests.gateway.test_http_edge import parse_answer, raw_exchange, request
+from tests.gateway.test_http_edge import parse_answer, raw_exchange, read_until_closed, request
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ async def test_500_slowloris_sockets_are_closed_by_the_header_timeout(platform):
         async with ClientSession() as session:
             async with session.post(platform.url + "/linear", data=LINEAR) as r:
                 assert r.status == 200
-        answers = await asyncio.gather(*(asyncio.wait_for(reader.read(), HEADER_TIMEOUT_S + 15)
+        answers = await asyncio.gather(*(read_until_closed(reader, HEADER_TIMEOUT_S + 15)
                                          for reader, _ in sockets), return_exceptions=True)
     finally:
         feeding.cancel()
