@@ -14,7 +14,7 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 
 from gateway.config import GatewayConfig
-from tests.gateway.test_http_edge import parse_answer, raw_exchange, read_until_closed, request
+from tests.gateway.test_http_edge import raw_exchange, read_answer, read_until_closed, request
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ async def test_a_body_sent_at_one_byte_per_second_is_ended_by_the_deadline(platf
 
     feeding = asyncio.ensure_future(trickle())
     try:
-        status, headers, body = parse_answer(await asyncio.wait_for(reader.read(), 40))
+        status, _, body = await read_answer(reader, 40)
     finally:
         feeding.cancel()
         writer.close()

@@ -49,6 +49,13 @@ async def read_until_closed(reader: asyncio.StreamReader, timeout_s: float) -> b
         return b""
 
 
+async def read_answer(reader: asyncio.StreamReader, timeout_s: float) -> tuple[int, dict, bytes]:
+    """One answer, read by its Content-Length (not to the end of the stream, which a reset may cut short)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout_s)
+    status, headers, _ = parse_answer(head)
+    return status, headers, await reader.readexactly(int(headers.get("content-length", 0)))
+
+
 def parse_answer(raw: bytes) -> tuple[int, dict, bytes]:
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -125,7 +132,7 @@ async def test_a_body_trickled_past_the_deadline_ends_with_408(edge):
 
     feeding = asyncio.ensure_future(trickle())
     try:
-        status, headers, body = parse_answer(await asyncio.wait_for(reader.read(), 10))
+        status, _, body = await read_answer(reader, 10)
     finally:
         feeding.cancel()
         writer.close()
