@@ -14,6 +14,8 @@ import gc
 import os
 import time
 
+import structlog
+
 from gateway.app_state import ROUTER, STATE
 from gateway.config import GatewayConfig
 from gateway.http_app import build_app
@@ -95,6 +97,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig, index: int = 0) -> None:
         import ray
 
+        began = time.monotonic()
         configure_logging()
         self.config = config
         self.index = index
@@ -119,6 +122,9 @@ class Gateway:
         gc.collect()
         gc.freeze()
         serving_priority()  # booted at Ray's worker niceness; serve at 0 where permitted
+        self.constructor_s = round(time.monotonic() - began, 3)
+        structlog.get_logger("raygate.gateway").info("gateway_serving", index=index, pid=os.getpid(),
+                                                     port=config.port, constructor_s=self.constructor_s)
 
     def _on_loop(self, coro, timeout: float | None = None):
         return self._loop_thread.run(coro, timeout)
@@ -133,7 +139,7 @@ class Gateway:
     # -- Ray calls --------------------------------------------------------------------------------
     def ready(self) -> dict:
         return {"pid": os.getpid(), "host": self.config.host, "port": self.config.port, "index": self.index,
-                "table_version": self.app[ROUTER].table.version}
+                "table_version": self.app[ROUTER].table.version, "constructor_s": self.constructor_s}
 
     def loop_type(self) -> str:
         """The class of the loop that runs the HTTP handlers."""
