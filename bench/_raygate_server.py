@@ -1,6 +1,7 @@
 """raygate for bench/gateway.py: embedded Redis + a local Ray on loopback + the Platform serving the quickstart.
 
-Default gateway settings (one gateway process, access log on), on the given port. Started by bench/gateway.py
+The shipped gateway settings (num_gateways "auto", access log on) unless --gateways says how many, on the
+given port. Started by bench/gateway.py
 as its own process (session leader, so Ray's processes share its process group); prints `PID <pid>` for the
 Redis server (which runs in a session of its own), then `READY <url>` once POST /linear answers; on SIGTERM it
 stops the Platform, Ray and Redis.
@@ -29,8 +30,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--work-dir", required=True, help="short directory for Redis data, Ray's temp dir, metrics")
     parser.add_argument("--spec", default=os.path.join(ROOT, "deploy", "examples", "quickstart.yaml"))
-    parser.add_argument("--gateways", type=int, default=int(os.environ.get("RAYGATE_BENCH_GATEWAYS", "1")),
-                        help="gateway processes sharing the port")
+    parser.add_argument("--gateways", type=int, default=None,
+                        help="gateway processes sharing the port (default: the shipped default)")
     args = parser.parse_args()
 
     stop = threading.Event()
@@ -56,9 +57,9 @@ def main() -> None:
         metrics_dir = os.path.join(work, "metrics")
         os.makedirs(metrics_dir, exist_ok=True)
         # As `raygate up` runs it: access log on, written to a file per gateway process.
-        gateway = GatewayConfig(port=args.port, admin_token="bench-" + os.urandom(8).hex(),
-                                num_gateways=args.gateways, access_log=True, metrics_dir=metrics_dir,
-                                log_dir=os.path.join(work, "logs"))
+        count = {} if args.gateways is None else {"num_gateways": args.gateways}
+        gateway = GatewayConfig(port=args.port, admin_token="bench-" + os.urandom(8).hex(), **count,
+                                access_log=True, metrics_dir=metrics_dir, log_dir=os.path.join(work, "logs"))
         platform = Platform(ControllerConfig(redis_url=redis.url, gateway=gateway)).start()
         platform.apply(load_spec(args.spec))
         url = f"http://127.0.0.1:{args.port}/linear"

@@ -3,8 +3,10 @@
 Systems, each in its own process (its own fresh local Ray where it has one), one after the other, never overlapping:
 
   ceiling        aiohttp on uvloop computing the quickstart's Linear model in-process (bench/_ceiling_server.py)
-  raygate        embedded Redis + local Ray + the Platform with deploy/examples/quickstart.yaml, default gateway
-                 settings: 1 gateway process, access log on (bench/_raygate_server.py)
+  raygate        embedded Redis + local Ray + the Platform with deploy/examples/quickstart.yaml, the shipped
+                 gateway settings: num_gateways "auto" (one per core, 2 to 8), access log on
+                 (bench/_raygate_server.py)
+  raygate_1gw    the same with one gateway process, so the shipped default is chosen from figures of one run
   serve_default  Ray Serve, the same model in a deployment with 2 replicas, Serve's defaults (bench/_serve_app.py)
   serve_tuned    the same with max_ongoing_requests raised, access logs off and user code / router on the main
                  event loops (see TUNED_ENV / TUNED_OPTIONS in bench/_serve_app.py)
@@ -16,7 +18,8 @@ RAY_worker_niceness=0 (Ray's own default is 15), so their proxy and replicas ser
 gateways and replicas do once ready.
 
 Prints a table, then (last line) one JSON object: raygate_rps, raygate_p99_ms, serve_rps, serve_p99_ms,
-ceiling_rps, ratio_to_ceiling, ratio_to_serve (64 connections), ratio_to_ceiling_c8 (8 connections), per-run
+ceiling_rps, ratio_to_ceiling, ratio_to_serve (64 connections), ratio_to_ceiling_c8 (8 connections),
+raygate_1gw_* and default_to_1gw / default_to_1gw_c8 (the shipped default's req/s over one gateway's), per-run
 details, targets and whether they were met. serve_* is the better Serve configuration at 64 connections
 (serve_config says which). Exit status 1 when a system could not be run or answered wrongly; wrk errors are
 flagged in the table and in the JSON (errors_flagged) without failing the run.
@@ -47,7 +50,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 POST_LUA = BENCH / "post.lua"
-SYSTEMS = ("ceiling", "raygate", "serve_default", "serve_tuned")
+SYSTEMS = ("ceiling", "raygate", "raygate_1gw", "serve_default", "serve_tuned")
 CONNECTIONS = (8, 64)
 WRK_THREADS = 2
 WRK_TIMEOUT = "10s"  # wrk's default 2 s would drop Serve's slowest answers from the latency figures
@@ -288,8 +291,11 @@ def server_command(name: str, port: int, work: Path) -> list[str]:
     py = sys.executable
     if name == "ceiling":
         return [py, str(BENCH / "_ceiling_server.py"), "--port", str(port)]
-    if name == "raygate":
+    if name == "raygate":  # the shipped default gateway count
         return [py, str(BENCH / "_raygate_server.py"), "--port", str(port), "--work-dir", str(work / "rg")]
+    if name == "raygate_1gw":
+        return [py, str(BENCH / "_raygate_server.py"), "--port", str(port), "--work-dir", str(work / "rg1"),
+                "--gateways", "1"]
     if name in ("serve_default", "serve_tuned"):
         return [py, str(BENCH / "_serve_app.py"), "--mode", name.split("_", 1)[1], "--port", str(port),
                 "--work-dir", str(work / name.replace("serve_", "s"))]
@@ -364,7 +370,8 @@ def summarise(records: dict, args, loads: dict) -> dict:
     serve_best = max(serve_candidates, key=lambda n: fig(n, 64, "rps")) if serve_candidates else None
 
     summary: dict = {"benchmark": "gateway"}
-    for prefix, name in (("raygate", "raygate"), ("serve", serve_best), ("ceiling", "ceiling"),
+    for prefix, name in (("raygate", "raygate"), ("raygate_1gw", "raygate_1gw"), ("serve", serve_best),
+                         ("ceiling", "ceiling"),
                          ("serve_default", "serve_default"), ("serve_tuned", "serve_tuned")):
         for connections, suffix in ((64, ""), (8, "_c8")):
             summary[f"{prefix}_rps{suffix}"] = _r(fig(name, connections, "rps"), 1) if name else None
@@ -376,6 +383,9 @@ def summarise(records: dict, args, loads: dict) -> dict:
     summary["ratio_to_ceiling_c8"] = _ratio(summary["raygate_rps_c8"], summary["ceiling_rps_c8"])
     summary["ratio_to_serve"] = _ratio(summary["raygate_rps"], summary["serve_rps"])
     summary["ratio_to_serve_c8"] = _ratio(summary["raygate_rps_c8"], summary["serve_rps_c8"])
+    summary["default_to_1gw"] = _ratio(summary["raygate_rps"], summary["raygate_1gw_rps"])
+    summary["default_to_1gw_c8"] = _ratio(summary["raygate_rps_c8"], summary["raygate_1gw_rps_c8"])
+    summary["default_gateways"] = _default_gateways()
     summary["serve_ratio_to_ceiling"] = _ratio(summary["serve_rps"], summary["ceiling_rps"])
     summary["serve_ratio_to_ceiling_c8"] = _ratio(summary["serve_rps_c8"], summary["ceiling_rps_c8"])
 
@@ -422,6 +432,16 @@ def summarise(records: dict, args, loads: dict) -> dict:
     summary["machine"] = {"nproc": os.cpu_count(), "platform": platform.platform(), "loadavg": loads}
     summary["versions"] = versions()
     return summary
+
+
+def _default_gateways() -> int | None:
+    """The gateway processes the shipped default ("auto") starts on this machine."""
+    try:
+        from gateway.config import GatewayConfig, resolve_gateway_count
+
+        return resolve_gateway_count(GatewayConfig().num_gateways, os.cpu_count() or 1)
+    except ImportError:  # an older tree without "auto"
+        return None
 
 
 def versions() -> dict:
@@ -474,6 +494,8 @@ def print_table(records: dict, summary: dict) -> None:
     print(f"raygate p99 at 64:  {show(summary['raygate_p99_ms'], '{:.2f}')} ms (target < {TARGET_P99_MS_C64} ms)")
     print(f"raygate / Serve:    {show(summary['ratio_to_serve'], '{:.1f}x')} at 64 connections, "
           f"{show(summary['ratio_to_serve_c8'], '{:.1f}x')} at 8 {serve_note}")
+    print(f"default / 1 gateway: {show(summary['default_to_1gw'])} at 64 connections, "
+          f"{show(summary['default_to_1gw_c8'])} at 8 (default: {summary['default_gateways']} gateway processes)")
     print(f"targets met:        {summary['targets_met']} {summary['targets_detail']}")
     if summary["errors_flagged"]:
         print(f"RUNS WITH ERRORS:   {', '.join(summary['errors_flagged'])} (socket errors or non-2xx answers)")

@@ -8,6 +8,7 @@ apps down. Every state change produces a new routing table, which gateways and h
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import structlog
 
 from deploy.spec import ResolvedVersion, Spec, SpecError, parse_spec, resolve_versions
 from deploy.state import ControllerStateStore
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, resolve_gateway_count
 from replicas.replica import Replica, ReplicaConfig
 from replicas.routing.table import (
     AppRoute,
@@ -210,7 +211,7 @@ class Controller:
         gateway = self.config.gateway
         env = {"PROMETHEUS_MULTIPROC_DIR": gateway.metrics_dir} if gateway.metrics_dir else {}
         handles = []
-        for index in range(gateway.num_gateways):
+        for index in range(resolve_gateway_count(gateway.num_gateways, os.cpu_count() or 1)):
             name = f"raygate-gateway-{index}"
             try:
                 handle = ray.get_actor(name, namespace=self.config.namespace)

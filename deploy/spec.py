@@ -6,7 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import yaml
@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -153,11 +154,34 @@ class AppSpec(_Model):
 
 
 class GatewaySpec(_Model):
-    num_gateways: int = Field(1, ge=1, le=64, description="gateway processes per node sharing the port (SO_REUSEPORT)")
+    """HTTP gateway settings. Field names match `gateway.config.GatewayConfig`, which is derived from this."""
+
+    num_gateways: StrictInt | Literal["auto"] = Field(
+        "auto", description="gateway processes per node sharing the port (SO_REUSEPORT): a number (1-64), or "
+        "\"auto\" for one per core of the node, at least 2 (so losing one process refuses no connection), "
+        "at most 8 (the cap: more processes than that only contend for the same cores)")
     host: str = Field("127.0.0.1", description="bind address; loopback unless set explicitly")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port")
-    max_body_bytes: int = Field(1 << 20, gt=0, description="largest request body accepted (413 above)")
+    max_body_bytes: int = Field(1 << 20, gt=0, le=1 << 30, description="largest request body accepted (413 above)")
     access_log: bool = Field(True, description="one structured JSON log line per request")
+    header_timeout_s: float = Field(10.0, gt=0, le=3600, description="a connection that has not sent a complete "
+                                    "request head this long after opening or after its last answer is closed")
+    body_timeout_s: float = Field(30.0, gt=0, le=3600, description="longest body read on control and admin "
+                                  "paths; proxied requests read their body within their own deadline (408 after)")
+    max_connections: int = Field(4096, ge=1, le=1 << 20, description="open connections per gateway process; "
+                                 "more are answered 503 and closed")
+    drain_s: float = Field(1.0, ge=0, le=600, description="minimum time a stopping gateway stays not-ready")
+    drain_timeout_s: float = Field(30.0, gt=0, le=3600, description="longest wait for in-flight requests "
+                                   "when a gateway stops")
+    metrics_flush_s: float = Field(0.25, gt=0, le=60, description="how often each gateway writes its buffered "
+                                   "metrics to the node's shared metric files (what /metrics serves)")
+
+    @field_validator("num_gateways")
+    @classmethod
+    def _gateway_count(cls, value: int | str) -> int | str:
+        if value != "auto" and not 1 <= value <= 64:
+            raise ValueError(f"num_gateways must be \"auto\" or a number from 1 to 64, not {value!r}")
+        return value
 
 
 class Spec(_Model):

@@ -3,13 +3,20 @@
 With several gateway processes on one port, each writes its samples to files in a directory shared by the
 node's gateways (prometheus_client's multiprocess mode), and whichever process answers a scrape sums all
 of them: the scrape shows the whole node, and counters of a process that died stay counted, so they never
-go backwards.
+go backwards. Each process writes its own buffered samples there every `metrics_flush_s`; a scrape reads the
+files as they are (no call to the other processes) and is rendered at most once per `max_age_s` per process, so
+a scrape storm costs the request path nothing more than serving a cached body.
 """
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import os
+import struct
+import time
 from bisect import bisect_left
+from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,18 +28,38 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["GatewayMetrics", "CONTENT_TYPE_LATEST"]
+from replicas.routing.router import RouterObserver
+
+__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "MetricsObserver", "ScrapeCache", "mark_dead_processes"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-def _multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+def _write_to(directory: str) -> None:
+    """Make prometheus_client keep this process's samples in files under `directory`.
+
+    prometheus_client takes the directory only from its environment variable (read when a sample's file is
+    opened) and picks its value class at import: both are set here, from the config. Nothing here reads them.
+    """
+    from prometheus_client import values
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MultiProcessValue()
 
 
 class GatewayMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        registry = registry if registry is not None else (None if _multiprocess_dir() else REGISTRY)
+    """The gateway's metrics. `multiprocess_dir` (GatewayConfig.metrics_dir): the node's shared metric files;
+    empty: samples stay in `registry` (the default registry when None), for one process and unit tests."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, multiprocess_dir: str = "") -> None:
+        self.multiprocess_dir = multiprocess_dir
+        if multiprocess_dir:
+            os.makedirs(multiprocess_dir, exist_ok=True)
+            _write_to(multiprocess_dir)
+            registry = None  # multiprocess mode: the files are the registry
+        elif registry is None:
+            registry = REGISTRY
         self._registry = registry
         kwargs = {"registry": registry}  # None: multiprocess mode, where the files are the registry
         self.requests = Counter("raygate_requests", "HTTP requests answered, by app, deployment, version and "
@@ -110,18 +137,87 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         """Prometheus text for the whole node (call `flush` first, on the loop that observes)."""
-        directory = _multiprocess_dir()
-        if directory:
+        if self.multiprocess_dir:
             from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, path=directory)
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
             return generate_latest(registry)
-        return generate_latest(self._registry or REGISTRY)
+        return generate_latest(self._registry)
 
 
-class MetricsObserver:
-    """RouterObserver that records routing events as metrics."""
+class ScrapeCache:
+    """The /metrics body, rendered at most about once per `max_age_s` and shared by every scrape in between: a
+    storm of scrapes costs a render per interval, never one per scrape (a render of the node's files takes
+    milliseconds of CPU).
+
+    With `shared_path` (a file in the node's metrics directory) the latest render is shared by every gateway
+    process of the node, stamped with the time its render began (the monotonic clock is the node's): a process
+    replaces it only with a render that began later (under a file lock), and a scrape serves the newest render
+    it can see. So whichever process answers, each scrape shows the files as of a moment no earlier than the
+    scrape before it: counters never appear to go backwards between scrapes.
+    """
+
+    _STAMP = struct.Struct("<d")
+
+    def __init__(self, metrics: GatewayMetrics, max_age_s: float, clock: Callable[[], float] = time.monotonic,
+                 shared_path: str = ""):
+        self.metrics = metrics
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self.shared_path = shared_path
+        self._newest: tuple[float, bytes] | None = None  # (render began, body)
+        self._lock = asyncio.Lock()
+
+    async def body(self) -> bytes:
+        newest = self._read_newest()
+        if newest is not None and self.clock() - newest[0] < self.max_age_s:
+            return newest[1]
+        async with self._lock:  # one render at a time per process; scrapes that waited take the newest
+            newest = self._read_newest()
+            if newest is None or self.clock() - newest[0] >= self.max_age_s:
+                began = self.clock()
+                self.metrics.flush()  # this process's own samples, on the loop that observes them
+                body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render)
+                self._keep(began, body)
+                newest = self._read_newest()
+            return newest[1]
+
+    def _read_shared(self) -> tuple[float, bytes] | None:
+        try:
+            with open(self.shared_path, "rb") as shared:
+                data = shared.read()
+        except OSError:
+            return None
+        if len(data) < self._STAMP.size:
+            return None
+        return self._STAMP.unpack_from(data)[0], data[self._STAMP.size:]
+
+    def _read_newest(self) -> tuple[float, bytes] | None:
+        """The newest render this process knows of: its own, or the node's shared one."""
+        shared = self._read_shared() if self.shared_path else None
+        if shared is not None and (self._newest is None or shared[0] > self._newest[0]):
+            self._newest = shared
+        return self._newest
+
+    def _keep(self, began: float, body: bytes) -> None:
+        if self._newest is None or began > self._newest[0]:
+            self._newest = (began, body)
+        if not self.shared_path:
+            return
+        with open(self.shared_path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            shared = self._read_shared()
+            if shared is not None and shared[0] >= began:
+                return  # a render that began later is already shared
+            temporary = f"{self.shared_path}.{os.getpid()}"
+            with open(temporary, "wb") as out:
+                out.write(self._STAMP.pack(began) + body)
+            os.replace(temporary, self.shared_path)
+
+
+class MetricsObserver(RouterObserver):
+    """RouterObserver that records routing events as metrics (hooks it does not count stay the base no-ops)."""
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
@@ -131,9 +227,6 @@ class MetricsObserver:
 
     def ejected(self, replica_id: str, reason: str) -> None:
         self.metrics.ejections.labels(reason).inc()
-
-    def readmitted(self, replica_id: str) -> None:
-        pass
 
     def mirrored(self, app: str, deployment: str, version: str, status: int, seconds: float) -> None:
         self.metrics.mirror_requests.labels(app, deployment, version, str(status)).inc()
@@ -166,5 +259,3 @@ def mark_dead_processes(directory: str) -> None:
         except PermissionError:
             pass
 
-
-__all__ += ["mark_dead_processes", "MetricsObserver"]

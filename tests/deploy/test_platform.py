@@ -162,6 +162,14 @@ async def test_metrics_scrape_sees_the_whole_node_and_never_goes_back(platform):
             assert status == 200
     served_by = {s["pid"]: s["served"] for s in ray.get([g.stats.remote() for g in platform.platform.gateways()])}
     assert all(n > 0 for n in served_by.values()), served_by  # both processes answered traffic
+    # Each process writes its samples to the node's files a few times a second: wait (bounded) until they show.
+    deadline = time.monotonic() + 10
+    while True:
+        async with ClientSession() as session:
+            async with session.get(platform.url + "/metrics") as r:
+                if total(await r.text()) >= before + 40 or time.monotonic() > deadline:
+                    break
+        await asyncio.sleep(0.05)
     seen = []
     for _ in range(8):
         async with ClientSession(connector=TCPConnector(force_close=True)) as session:

@@ -82,9 +82,15 @@ async def test_pinning_unknown_versions_and_ignored_pins(platform):
         for _ in range(3):
             async with session.post(platform.url + "/mirror", data=b"{}", headers={"X-Raygate-Version": "shadow"}) as r:
                 assert r.status == 200 and r.headers["X-Raygate-Version"] == "v1"
-        async with session.get(platform.url + "/metrics") as r:
-            text = await r.text()
-    ignored = [line for line in text.splitlines() if line.startswith('raygate_pin_ignored_total{app="mirror"')]
+        ignored = []
+        for _ in range(100):  # bounded: a scrape shows the node's metric files as of at most a moment ago
+            async with session.get(platform.url + "/metrics") as r:
+                text = await r.text()
+            ignored = [line for line in text.splitlines()
+                       if line.startswith('raygate_pin_ignored_total{app="mirror"')]
+            if ignored:
+                break
+            await asyncio.sleep(0.05)
     assert ignored and float(ignored[0].rsplit(" ", 1)[1]) >= 1
 
 
