@@ -1,0 +1,295 @@
+"""Eventing: the consumer that reads a pipeline's source streams and runs its stages, at least once.
+
+One `PipelineConsumer` per process (or per gateway actor) and pipeline; several may run side by side under
+different consumer names, sharing the work through the Redis consumer group.
+
+    read    XREADGROUP (`batch_size` per stream, a short BLOCK) while fewer than `max_in_flight` batches are out;
+            every `claim_every_s`, XAUTOCLAIM entries pending longer than `claim_idle_s` on any consumer first
+    decode  JSON `data` field -> event {"id": "<source>:<entry id>", "source", "ts": entry time, "data"};
+            an entry that is not a JSON object goes to the dead-letter stream ("not JSON")
+    stages  each stage through the injected `call(app, deployment, payload) -> dict` in order; a failing call is
+            retried `max_retries` times, then the batch is split and each event tried alone; an event failing
+            every try is dead-lettered with the error
+    sink    deduplicated by output id; retried; on failure the batch stays unacknowledged (reclaimed later)
+    ack     XACK every entry of the batch except those a stateful stage (join) still holds; and entries a stage
+            reports released
+
+The guarantee: an entry is acknowledged only after the sink accepted everything derived from it, so any crash
+replays it; replays produce the same output ids and the sink drops the repeats (effectively once at the sink).
+Memory is bounded by `max_in_flight * batch_size` entries per source plus the join's `max_pending` groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Awaitable, Callable
+
+import orjson
+import structlog
+
+from gateway.events.metrics import EventMetrics, default_metrics
+from gateway.events.sinks import CallFn, PostFn, Sink, build_sink
+from gateway.events.spec import JoinStage, PipelineSpec
+from gateway.events.stages import pipeline_app_name
+from gateway.events.store import DeadLetterStore, EventKeys, PipelineCounts, SourceStreams
+
+__all__ = ["PipelineConsumer", "ConsumerSettings", "CallFn", "source_streams", "consumer_name"]
+
+log = structlog.get_logger("raygate.events")
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    batch_size: int = 64  # entries per stream per read
+    max_in_flight: int = 4  # batches in the stages at once: the backpressure bound
+    block_ms: int = 5  # XREADGROUP BLOCK; short, so a lone event leaves at once
+    claim_idle_s: float = 30.0  # entries pending this long on any consumer are reclaimed
+    claim_every_s: float = 1.0  # how often XAUTOCLAIM runs
+    max_retries: int = 3  # retries of a failing stage call before splitting the batch / dead-lettering
+    retry_backoff_s: float = 0.05  # first backoff; doubles per retry
+    sink_attempts: int = 5  # sink tries before the batch is left for reclaiming
+    idle_tick_s: float = 0.5  # with a join, an empty batch this often while idle, so windows expire
+    error_pause_s: float = 0.5  # pause after a failed read (Redis down), so the loop never spins
+
+    @classmethod
+    def from_spec(cls, spec: PipelineSpec, **overrides) -> "ConsumerSettings":
+        return replace(cls(batch_size=spec.batch_size, max_in_flight=spec.max_in_flight, block_ms=spec.block_ms,
+                           claim_idle_s=spec.claim_idle_s, max_retries=spec.max_retries), **overrides)
+
+
+def consumer_name() -> str:
+    """A consumer name unique to this process and start."""
+    return f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def source_streams(pipeline: PipelineSpec, keys: EventKeys) -> dict[str, str]:
+    """stream key -> source name, for every source of the pipeline."""
+    return {(s.stream or keys.http_source(s.name)): s.name for s in pipeline.sources}
+
+
+class _StageFailed(Exception):
+    pass
+
+
+class PipelineConsumer:
+    """Runs one pipeline: `await consumer.run()` until `stop()`; cancel the task to die abruptly."""
+
+    def __init__(self, pipeline: PipelineSpec, client, call: CallFn, name: str | None = None, *,
+                 namespace: str = "raygate", settings: ConsumerSettings | None = None, sink: Sink | None = None,
+                 webhook_allowlist: tuple[str, ...] = (), post: PostFn | None = None,
+                 metrics: EventMetrics | None = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable] = asyncio.sleep) -> None:
+        self.pipeline = pipeline
+        self.call = call
+        self.name = name or consumer_name()
+        self.settings = settings or ConsumerSettings.from_spec(pipeline)
+        self.keys = EventKeys(pipeline.name, namespace)
+        self.app = pipeline_app_name(pipeline.name)
+        self.streams = SourceStreams(client, self.keys.group)
+        self.dead_letters = DeadLetterStore(client, self.keys)
+        self.counts = PipelineCounts(client, self.keys)
+        self.sink = sink or build_sink(pipeline.sink, client, self.keys, call, self.app, webhook_allowlist, post)
+        self.metrics = metrics or default_metrics()
+        self.clock = clock
+        self.sleep = sleep
+        self.stream_sources = source_streams(pipeline, self.keys)
+        self.source_stream = {v: k for k, v in self.stream_sources.items()}
+        self.stateful = any(isinstance(s, JoinStage) for s in pipeline.stages)
+        self._slots = asyncio.Semaphore(self.settings.max_in_flight)
+        self._tasks: set[asyncio.Task] = set()
+        self._stopping = asyncio.Event()
+        self._claim_cursor = {stream: "0-0" for stream in self.stream_sources}
+        self._next_claim = 0.0
+        self._last_activity = 0.0
+        self.batches_done = 0  # batches fully acknowledged (for tests and status)
+
+    async def start(self) -> None:
+        for stream in self.stream_sources:
+            await self.streams.ensure_group(stream)
+
+    def stop(self) -> None:
+        """Finish the batches in flight and return from run()."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self.start()
+        log.info("pipeline_consumer_started", pipeline=self.pipeline.name, consumer=self.name)
+        try:
+            while not self._stopping.is_set():
+                await self._slots.acquire()
+                try:
+                    entries = await self._next_entries()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Redis away: say so, wait, go on
+                    self._slots.release()
+                    log.warning("pipeline_read_failed", pipeline=self.pipeline.name, error=repr(exc))
+                    await self.sleep(self.settings.error_pause_s)
+                    continue
+                now = self.clock()
+                if not entries and not (self.stateful and now - self._last_activity >= self.settings.idle_tick_s):
+                    self._slots.release()
+                    continue
+                self._last_activity = now
+                task = asyncio.get_running_loop().create_task(self._process(entries))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            log.info("pipeline_consumer_stopped", pipeline=self.pipeline.name, consumer=self.name)
+
+    async def _next_entries(self) -> list[tuple[str, str, dict | None]]:
+        now = self.clock()
+        if now >= self._next_claim:
+            self._next_claim = now + self.settings.claim_every_s
+            claimed = []
+            for stream in self.stream_sources:
+                claimed += await self._claim(stream)
+            if claimed:
+                self.metrics.reclaimed.labels(self.pipeline.name).inc(len(claimed))
+                log.info("pipeline_entries_reclaimed", pipeline=self.pipeline.name, count=len(claimed))
+                return claimed
+        return await self.streams.read(self.name, list(self.stream_sources), self.settings.batch_size,
+                                       self.settings.block_ms)
+
+    async def _claim(self, stream: str) -> list:
+        cursor, entries = await self.streams.claim_idle(self.name, stream, int(self.settings.claim_idle_s * 1000),
+                                                        self.settings.batch_size, self._claim_cursor[stream])
+        self._claim_cursor[stream] = cursor
+        return entries
+
+    # -- one batch -----------------------------------------------------------------------------------------
+
+    def _decode(self, entries) -> tuple[list[dict], list[dict]]:
+        events, dead = [], []
+        for stream, entry_id, fields in entries:
+            source = self.stream_sources[stream]
+            event_id = f"{source}:{entry_id}"
+            ts = int(entry_id.split("-", 1)[0]) / 1000.0
+            if fields is None:
+                continue  # deleted from the stream while pending: nothing to process, just acknowledge
+            raw = fields.get(b"data", fields.get("data"))
+            if raw is None:
+                data = {(k.decode() if isinstance(k, bytes) else k): (v.decode("utf-8", "replace")
+                        if isinstance(v, bytes) else v) for k, v in fields.items()}
+            else:
+                try:
+                    data = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    dead.append({"id": event_id, "source": source, "stage": "decode",
+                                 "reason": f"not JSON: {exc}", "data": bytes(raw).decode("utf-8", "replace")})
+                    continue
+                if not isinstance(data, dict):
+                    dead.append({"id": event_id, "source": source, "stage": "decode",
+                                 "reason": f"not a JSON object: {type(data).__name__}", "data": data})
+                    continue
+            events.append({"id": event_id, "source": source, "ts": ts, "data": data})
+        return events, dead
+
+    async def _process(self, entries) -> None:
+        started = time.perf_counter()
+        self.metrics.in_flight.labels(self.pipeline.name).inc()
+        try:
+            events, dead = self._decode(entries)
+            outputs, stage_dead, held, released = await self._run_stages(events)
+            dead += stage_dead
+            new = await self._deliver(outputs)
+            await self.dead_letters.add(dead)
+            acks: dict[str, list[str]] = {}
+            for stream, entry_id, _ in entries:
+                if f"{self.stream_sources[stream]}:{entry_id}" not in held:
+                    acks.setdefault(stream, []).append(entry_id)
+            for event_id in released:
+                source, _, entry_id = event_id.partition(":")
+                if source in self.source_stream:
+                    acks.setdefault(self.source_stream[source], []).append(entry_id)
+            await self.streams.ack(acks)
+            await self.counts.add({"read": len(entries), "emitted": new, "dead": len(dead),
+                                   "filtered": max(0, len(events) - len(outputs) - len(stage_dead) - len(held))})
+            self._observe(entries, new, len(outputs) - new, dead, started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the batch stays pending and is reclaimed after claim_idle_s
+            log.warning("pipeline_batch_failed", pipeline=self.pipeline.name, entries=len(entries), error=repr(exc))
+        finally:
+            self.metrics.in_flight.labels(self.pipeline.name).dec()
+            self._slots.release()
+
+    def _observe(self, entries, new: int, repeats: int, dead: list[dict], started: float) -> None:
+        name = self.pipeline.name
+        self.metrics.read.labels(name).inc(len(entries))
+        self.metrics.emitted.labels(name).inc(new)
+        self.metrics.duplicates.labels(name).inc(max(0, repeats))
+        for d in dead:
+            self.metrics.dead.labels(name, d.get("stage") or "").inc()
+        self.metrics.batch_latency.labels(name).observe(time.perf_counter() - started)
+        self.batches_done += 1
+
+    async def _run_stages(self, events: list[dict]):
+        dead: list[dict] = []
+        held: set[str] = set()
+        released: list[str] = []
+        for stage in self.pipeline.stages:
+            if not events and not isinstance(stage, JoinStage):
+                continue
+            answer = await self._call_stage(stage.name, events)
+            events = answer.get("events", [])
+            dead += answer.get("dead", [])
+            held.update(answer.get("held", ()))
+            released += answer.get("released", ())
+        held.difference_update(released)
+        return events, dead, held, released
+
+    async def _call_stage(self, stage: str, events: list[dict]) -> dict:
+        try:
+            return await self._call_with_retries(stage, events)
+        except _StageFailed as failure:
+            if len(events) <= 1:
+                return {"events": [], "dead": [{"id": e.get("id"), "source": e.get("source"), "stage": stage,
+                                                 "reason": str(failure), "data": e.get("data")} for e in events]}
+        merged: dict = {"events": [], "dead": [], "held": [], "released": []}
+        for event in events:  # a poison event: find it by trying each event alone
+            answer = await self._call_stage(stage, [event])
+            for key in merged:
+                merged[key] += answer.get(key, [])
+        return merged
+
+    async def _call_with_retries(self, stage: str, events: list[dict]) -> dict:
+        error: BaseException | None = None
+        for attempt in range(self.settings.max_retries + 1):
+            if attempt:
+                await self.sleep(self.settings.retry_backoff_s * 2 ** (attempt - 1))
+            try:
+                answer = await self.call(self.app, stage, {"events": events})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = exc
+                self.metrics.stage_failures.labels(self.pipeline.name, stage).inc()
+                continue
+            if isinstance(answer, dict) and isinstance(answer.get("events", []), list):
+                return answer
+            error = ValueError(f"stage answered {type(answer).__name__}, not a batch")
+        raise _StageFailed(f"stage {stage} failed {self.settings.max_retries + 1} times: "
+                           f"{type(error).__name__}: {error}"[:2000])
+
+    async def _deliver(self, outputs: list[dict]) -> int:
+        for attempt in range(self.settings.sink_attempts):
+            try:
+                return await self.sink.deliver(outputs) if outputs else 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("pipeline_sink_failed", pipeline=self.pipeline.name, attempt=attempt + 1,
+                            error=repr(exc))
+                if attempt + 1 == self.settings.sink_attempts:
+                    raise
+                await self.sleep(self.settings.retry_backoff_s * 2 ** attempt)
+        return 0
