@@ -187,6 +187,9 @@ class _Compiler:
 
     def _subscript(self, node: ast.Subscript, depth: int) -> _Fn:
         key = node.slice
+        if (isinstance(key, ast.UnaryOp) and isinstance(key.op, ast.USub) and isinstance(key.operand, ast.Constant)
+                and type(key.operand.value) is int):
+            key = ast.Constant(-key.operand.value, col_offset=key.col_offset)  # event.items[-1]
         if not isinstance(key, ast.Constant) or isinstance(key.value, bool) or not isinstance(key.value, (str, int)):
             self.fail(node, "subscripts must be a string or integer literal, e.g. event['user-id']")
         if isinstance(key.value, str) and key.value.startswith("_"):

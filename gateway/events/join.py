@@ -2,8 +2,11 @@
 
 A group is the first event of each joined source with one key value. An event joins the oldest open group of its
 key that lacks its source and whose first event is at most `window_s` older or newer (event time: the stream entry's
-timestamp); otherwise it opens a new group. A complete group is emitted at once; a partial group expires when
-`now - first_ts > window_s` and meets the unmatched policy.
+timestamp); otherwise it opens a new group. A complete group is emitted at once; a partial group expires at
+`max(first_ts, opened_at) + window_s` (opened_at: the clock when the group was opened) and meets the unmatched
+policy. For live events the two times agree; for events replayed after a crash (old timestamps, possibly into a
+fresh replica that lost its window) the partner gets a full window to be replayed too, instead of the group
+expiring the moment it opens.
 
 Ids make replays harmless. An event whose id is already held is reported as held again and otherwise ignored; an
 event whose id was resolved in the last `remember_s` is reported as released again and its group's output (if any)
@@ -47,6 +50,7 @@ class JoinStep:
 class _Group:
     key: object
     first_ts: float
+    deadline: float  # clock time at which the group expires if still partial
     members: dict[str, dict]  # source -> event
     seq: int
     closed: bool = False
@@ -62,7 +66,7 @@ class JoinWindow:
         self.settings = settings
         self._open: dict[object, list[_Group]] = {}  # key -> open groups, oldest first
         self._by_id: dict[str, _Group] = {}  # held event id -> its group
-        self._expiry: list[tuple[float, int, _Group]] = []  # heap by first_ts (closed groups skipped lazily)
+        self._expiry: list[tuple[float, int, _Group]] = []  # heap by deadline (closed groups skipped lazily)
         self._recent: dict[str, tuple[float, dict | None]] = {}  # resolved id -> (event ts, group output or None)
         self._seq = itertools.count()
 
@@ -77,14 +81,14 @@ class JoinWindow:
         """Add `events` (those of joined sources), then expire what is due at `now`."""
         out = JoinStep()
         for event in events:
-            self._add(event, out)
+            self._add(event, out, now)
         self._expire(now, out)
         self._forget(now)
         held_now = set(self._by_id)
         out.held = [i for i in out.held if i in held_now]
         return out
 
-    def _add(self, event: dict, out: JoinStep) -> None:
+    def _add(self, event: dict, out: JoinStep, now: float) -> None:
         event_id, source = event["id"], event["source"]
         if event_id in self._by_id:
             out.held.append(event_id)  # a replay of an event we hold: keep holding, nothing new
@@ -107,9 +111,10 @@ class JoinWindow:
         group = next((g for g in groups if source not in g.members and abs(ts - g.first_ts) <= self.settings.window_s),
                      None)
         if group is None:
-            group = _Group(key=key, first_ts=ts, members={}, seq=next(self._seq))
+            group = _Group(key=key, first_ts=ts, deadline=max(ts, now) + self.settings.window_s, members={},
+                           seq=next(self._seq))
             groups.append(group)
-            heapq.heappush(self._expiry, (ts, group.seq, group))
+            heapq.heappush(self._expiry, (group.deadline, group.seq, group))
         group.members[source] = event
         self._by_id[event_id] = group
         out.held.append(event_id)
@@ -119,7 +124,7 @@ class JoinWindow:
             self._expire_oldest(out)
 
     def _expire(self, now: float, out: JoinStep) -> None:
-        while self._expiry and (self._expiry[0][2].closed or now - self._expiry[0][0] > self.settings.window_s):
+        while self._expiry and (self._expiry[0][2].closed or now > self._expiry[0][0]):
             _, _, group = heapq.heappop(self._expiry)
             if not group.closed:
                 self._resolve_unmatched(group, out)

@@ -97,7 +97,17 @@ def test_resolved_ids_are_forgotten_after_remember_s():
     w.step([ev("web", 1, "u1", 1.0), ev("app", 2, "u1", 2.0)], now=2.0)
     w.step([], now=63.0)
     step = w.step([ev("web", 1, "u1", 1.0)], now=63.0)
-    assert step.events == [] and step.released == ["web:1-0"]  # seen as new: expired at once, dropped
+    assert step.released == [] and step.held == ["web:1-0"]  # seen as new: a fresh window for its partner
+    assert w.step([], now=93.5).released == ["web:1-0"]
+
+
+def test_replayed_old_events_get_a_fresh_window_to_pair():
+    """After a crash, a replica that lost its window sees old events; the partner replayed a moment later
+    still pairs with the same output id instead of the first expiring on arrival."""
+    w = window()
+    assert w.step([ev("web", 1, "u1", 1.0)], now=500.0).events == []
+    step = w.step([ev("app", 2, "u1", 1.5)], now=501.0)
+    assert [e["id"] for e in step.events] == ["web:1-0+app:2-0"]
 
 
 def test_max_pending_bounds_memory():
