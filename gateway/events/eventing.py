@@ -4,7 +4,8 @@ One `PipelineConsumer` per process (or per gateway actor) and pipeline; several 
 different consumer names, sharing the work through the Redis consumer group.
 
     read    XREADGROUP (`batch_size` per stream, a short BLOCK) while fewer than `max_in_flight` batches are out;
-            every `claim_every_s`, XAUTOCLAIM entries pending longer than `claim_idle_s` on any consumer first
+            every `claim_every_s`, XAUTOCLAIM entries pending longer than `claim_idle_s` on any consumer first,
+            claiming back to back until none is left
     decode  JSON `data` field -> event {"id": "<source>:<entry id>", "source", "ts": entry time, "data"};
             an entry that is not a JSON object goes to the dead-letter stream ("not JSON")
     stages  each stage through the injected `call(app, deployment, payload) -> dict` in order; a failing call is
@@ -17,6 +18,12 @@ different consumer names, sharing the work through the Redis consumer group.
 The guarantee: an entry is acknowledged only after the sink accepted everything derived from it, so any crash
 replays it; replays produce the same output ids and the sink drops the repeats (effectively once at the sink).
 Memory is bounded by `max_in_flight * batch_size` entries per source plus the join's `max_pending` groups.
+
+A pipeline with a join is run by one consumer at a time (a lease in Redis; the others stand by), because the join
+needs to know how far every source has been read: the consumer passes each join call a watermark, per source the
+event time up to which all entries were read and already handed to the join (a caught-up source counts as read up
+to `now - idle_watermark_lag_s`). A standby that takes the lease claims every pending entry at once, before
+reading new ones, so replayed partners meet in the join.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from gateway.events.metrics import EventMetrics, default_metrics
 from gateway.events.sinks import CallFn, PostFn, Sink, build_sink
 from gateway.events.spec import JoinStage, PipelineSpec
 from gateway.events.stages import pipeline_app_name
-from gateway.events.store import DeadLetterStore, EventKeys, PipelineCounts, SourceStreams
+from gateway.events.store import ConsumerLease, DeadLetterStore, EventKeys, PipelineCounts, SourceStreams
 
 __all__ = ["PipelineConsumer", "ConsumerSettings", "CallFn", "source_streams", "consumer_name"]
 
@@ -54,6 +61,8 @@ class ConsumerSettings:
     sink_attempts: int = 5  # sink tries before the batch is left for reclaiming
     idle_tick_s: float = 0.5  # with a join, an empty batch this often while idle, so windows expire
     error_pause_s: float = 0.5  # pause after a failed read (Redis down), so the loop never spins
+    lease_ttl_s: float = 3.0  # stateful pipelines: a dead leader's lease lapses after this; a standby takes over
+    idle_watermark_lag_s: float = 1.0  # a caught-up source counts as read up to now minus this (producer skew)
 
     @classmethod
     def from_spec(cls, spec: PipelineSpec, **overrides) -> "ConsumerSettings":
@@ -99,10 +108,19 @@ class PipelineConsumer:
         self.stream_sources = source_streams(pipeline, self.keys)
         self.source_stream = {v: k for k, v in self.stream_sources.items()}
         self.stateful = any(isinstance(s, JoinStage) for s in pipeline.stages)
+        self.lease = ConsumerLease(client, self.keys, self.name, self.settings.lease_ttl_s)
+        self.leading = not self.stateful  # stateless pipelines: every consumer works
+        self._lease_due = 0.0
+        self._takeover = False  # just became leader: claim everything pending before reading new entries
+        self._watermark = {s.name: 0.0 for s in pipeline.sources}  # event time read up to, per source
+        self._before: dict[int, dict[str, float]] = {}  # batch seq -> watermark before it was read (not yet joined)
+        self._seq = 0
+        self._pending_watermark = dict(self._watermark)  # the watermark before the last read
         self._slots = asyncio.Semaphore(self.settings.max_in_flight)
         self._tasks: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()
         self._claim_cursor = {stream: "0-0" for stream in self.stream_sources}
+        self._claim_passed: set[str] = set()  # streams whose claim cursor went round in this pass
         self._next_claim = 0.0
         self._last_activity = 0.0
         self.batches_done = 0  # batches fully acknowledged (for tests and status)
@@ -120,6 +138,9 @@ class PipelineConsumer:
         log.info("pipeline_consumer_started", pipeline=self.pipeline.name, consumer=self.name)
         try:
             while not self._stopping.is_set():
+                if not await self._lead():
+                    await self.sleep(self.settings.lease_ttl_s / 4)
+                    continue
                 await self._slots.acquire()
                 try:
                     entries = await self._next_entries()
@@ -135,33 +156,86 @@ class PipelineConsumer:
                     self._slots.release()
                     continue
                 self._last_activity = now
-                task = asyncio.get_running_loop().create_task(self._process(entries))
+                self._seq += 1
+                self._before[self._seq] = self._pending_watermark
+                task = asyncio.get_running_loop().create_task(self._process(entries, self._seq))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.stateful and self.leading:
+                await self.lease.release()
         finally:
             for task in list(self._tasks):
                 task.cancel()
             log.info("pipeline_consumer_stopped", pipeline=self.pipeline.name, consumer=self.name)
 
+    async def _lead(self) -> bool:
+        """Stateful pipelines: hold (or renew) the lease every lease_ttl_s / 3; stateless: always True."""
+        if not self.stateful:
+            return True
+        now = self.clock()
+        if now < self._lease_due:
+            return self.leading
+        self._lease_due = now + self.settings.lease_ttl_s / 3
+        try:
+            leading = await self.lease.hold()
+        except Exception as exc:  # cannot renew: stop reading, a standby may be taking over
+            log.warning("pipeline_lease_failed", pipeline=self.pipeline.name, error=repr(exc))
+            leading = False
+        if leading and not self.leading:
+            log.info("pipeline_leader_acquired", pipeline=self.pipeline.name, consumer=self.name)
+            self._takeover, self._next_claim = True, 0.0
+            self._claim_cursor = dict.fromkeys(self._claim_cursor, "0-0")
+            self._claim_passed = set()
+        elif self.leading and not leading:
+            log.warning("pipeline_leader_lost", pipeline=self.pipeline.name, consumer=self.name)
+        self.leading = leading
+        return leading
+
     async def _next_entries(self) -> list[tuple[str, str, dict | None]]:
+        """Reclaimed entries while any are due (back to back), else new ones; keeps the read watermark."""
+        self._pending_watermark = dict(self._watermark)
         now = self.clock()
         if now >= self._next_claim:
-            self._next_claim = now + self.settings.claim_every_s
+            min_idle_ms = 0 if self._takeover else int(self.settings.claim_idle_s * 1000)
             claimed = []
             for stream in self.stream_sources:
-                claimed += await self._claim(stream)
+                if stream not in self._claim_passed:
+                    claimed += await self._claim(stream, min_idle_ms)
+                    if self._claim_cursor[stream] == "0-0":
+                        self._claim_passed.add(stream)
+            if len(self._claim_passed) == len(self.stream_sources):  # one full pass over every stream: rest
+                self._claim_passed.clear()
+                self._takeover = False
+                self._next_claim = now + self.settings.claim_every_s
             if claimed:
                 self.metrics.reclaimed.labels(self.pipeline.name).inc(len(claimed))
                 log.info("pipeline_entries_reclaimed", pipeline=self.pipeline.name, count=len(claimed))
-                return claimed
-        return await self.streams.read(self.name, list(self.stream_sources), self.settings.batch_size,
-                                       self.settings.block_ms)
+                return claimed  # until the pass is over, claim again next time, before reading new entries
+        entries = await self.streams.read(self.name, list(self.stream_sources), self.settings.batch_size,
+                                          self.settings.block_ms)
+        self._advance_watermark(entries)
+        return entries
 
-    async def _claim(self, stream: str) -> list:
-        cursor, entries = await self.streams.claim_idle(self.name, stream, int(self.settings.claim_idle_s * 1000),
-                                                        self.settings.batch_size, self._claim_cursor[stream])
+    def _advance_watermark(self, entries) -> None:
+        caught_up = time.time() - self.settings.idle_watermark_lag_s
+        newest = dict.fromkeys(self._watermark, caught_up)  # a source with nothing new is read up to now
+        for stream, entry_id, _ in entries:
+            source = self.stream_sources[stream]
+            ts = int(entry_id.split("-", 1)[0]) / 1000.0
+            newest[source] = ts if newest[source] == caught_up else max(newest[source], ts)
+        for source, ts in newest.items():
+            self._watermark[source] = max(self._watermark[source], ts)
+
+    def _join_watermark(self, seq: int) -> dict[str, float]:
+        """Safe for batch `seq`: the watermark before the oldest other batch that has not reached the join yet."""
+        others = [k for k in self._before if k != seq]
+        return dict(self._before[min(others)]) if others else dict(self._watermark)
+
+    async def _claim(self, stream: str, min_idle_ms: int) -> list:
+        cursor, entries = await self.streams.claim_idle(self.name, stream, min_idle_ms, self.settings.batch_size,
+                                                        self._claim_cursor[stream])
         self._claim_cursor[stream] = cursor
         return entries
 
@@ -193,12 +267,12 @@ class PipelineConsumer:
             events.append({"id": event_id, "source": source, "ts": ts, "data": data})
         return events, dead
 
-    async def _process(self, entries) -> None:
+    async def _process(self, entries, seq: int) -> None:
         started = time.perf_counter()
         self.metrics.in_flight.labels(self.pipeline.name).inc()
         try:
             events, dead = self._decode(entries)
-            outputs, stage_dead, held, released = await self._run_stages(events)
+            outputs, stage_dead, held, released = await self._run_stages(events, seq)
             dead += stage_dead
             new = await self._deliver(outputs)
             await self.dead_letters.add(dead)
@@ -219,6 +293,7 @@ class PipelineConsumer:
         except Exception as exc:  # the batch stays pending and is reclaimed after claim_idle_s
             log.warning("pipeline_batch_failed", pipeline=self.pipeline.name, entries=len(entries), error=repr(exc))
         finally:
+            self._before.pop(seq, None)
             self.metrics.in_flight.labels(self.pipeline.name).dec()
             self._slots.release()
 
@@ -232,14 +307,20 @@ class PipelineConsumer:
         self.metrics.batch_latency.labels(name).observe(time.perf_counter() - started)
         self.batches_done += 1
 
-    async def _run_stages(self, events: list[dict]):
+    async def _run_stages(self, events: list[dict], seq: int):
         dead: list[dict] = []
         held: set[str] = set()
         released: list[str] = []
         for stage in self.pipeline.stages:
-            if not events and not isinstance(stage, JoinStage):
+            is_join = isinstance(stage, JoinStage)
+            if not events and not is_join:
                 continue
-            answer = await self._call_stage(stage.name, events)
+            try:
+                answer = await self._call_stage(stage.name, events,
+                                                self._join_watermark(seq) if is_join else None)
+            finally:
+                if is_join:
+                    self._before.pop(seq, None)  # this batch has reached the join: later watermarks may pass it
             events = answer.get("events", [])
             dead += answer.get("dead", [])
             held.update(answer.get("held", ()))
@@ -247,27 +328,28 @@ class PipelineConsumer:
         held.difference_update(released)
         return events, dead, held, released
 
-    async def _call_stage(self, stage: str, events: list[dict]) -> dict:
+    async def _call_stage(self, stage: str, events: list[dict], watermark: dict | None) -> dict:
         try:
-            return await self._call_with_retries(stage, events)
+            return await self._call_with_retries(stage, events, watermark)
         except _StageFailed as failure:
             if len(events) <= 1:
                 return {"events": [], "dead": [{"id": e.get("id"), "source": e.get("source"), "stage": stage,
                                                  "reason": str(failure), "data": e.get("data")} for e in events]}
         merged: dict = {"events": [], "dead": [], "held": [], "released": []}
         for event in events:  # a poison event: find it by trying each event alone
-            answer = await self._call_stage(stage, [event])
+            answer = await self._call_stage(stage, [event], watermark)
             for key in merged:
                 merged[key] += answer.get(key, [])
         return merged
 
-    async def _call_with_retries(self, stage: str, events: list[dict]) -> dict:
+    async def _call_with_retries(self, stage: str, events: list[dict], watermark: dict | None) -> dict:
+        payload = {"events": events} if watermark is None else {"events": events, "watermark": watermark}
         error: BaseException | None = None
         for attempt in range(self.settings.max_retries + 1):
             if attempt:
                 await self.sleep(self.settings.retry_backoff_s * 2 ** (attempt - 1))
             try:
-                answer = await self.call(self.app, stage, {"events": events})
+                answer = await self.call(self.app, stage, payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

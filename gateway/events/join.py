@@ -4,9 +4,11 @@ A group is the first event of each joined source with one key value. An event jo
 key that lacks its source and whose first event is at most `window_s` older or newer (event time: the stream entry's
 timestamp); otherwise it opens a new group. A complete group is emitted at once; a partial group expires at
 `max(first_ts, opened_at) + window_s` (opened_at: the clock when the group was opened) and meets the unmatched
-policy. For live events the two times agree; for events replayed after a crash (old timestamps, possibly into a
-fresh replica that lost its window) the partner gets a full window to be replayed too, instead of the group
-expiring the moment it opens.
+policy. `now` is the join's notion of time: the consumer passes a watermark (the event time up to which every
+joined source has been read and handed to the join), so a backlog read at any pace joins exactly as live traffic
+would; called without one, the stage's clock stands in. For live events first_ts and opened_at agree; for events
+replayed after a crash (old timestamps, possibly into a fresh replica that lost its window) the partner gets a full
+window to be replayed too, instead of the group expiring the moment it opens.
 
 Ids make replays harmless. An event whose id is already held is reported as held again and otherwise ignored; an
 event whose id was resolved in the last `remember_s` is reported as released again and its group's output (if any)
@@ -69,10 +71,9 @@ class JoinWindow:
         self._expiry: list[tuple[float, int, _Group]] = []  # heap by deadline (closed groups skipped lazily)
         self._recent: dict[str, tuple[float, dict | None]] = {}  # resolved id -> (event ts, group output or None)
         self._seq = itertools.count()
+        self.open_groups = 0  # partial groups held now
 
-    @property
-    def open_groups(self) -> int:
-        return sum(len(groups) for groups in self._open.values())
+
 
     def held_ids(self) -> set[str]:
         return set(self._by_id)
@@ -114,6 +115,7 @@ class JoinWindow:
             group = _Group(key=key, first_ts=ts, deadline=max(ts, now) + self.settings.window_s, members={},
                            seq=next(self._seq))
             groups.append(group)
+            self.open_groups += 1
             heapq.heappush(self._expiry, (group.deadline, group.seq, group))
         group.members[source] = event
         self._by_id[event_id] = group
@@ -149,6 +151,7 @@ class JoinWindow:
 
     def _close(self, group: _Group, out: JoinStep, emit: bool) -> None:
         group.closed = True
+        self.open_groups -= 1
         groups = self._open.get(group.key, [])
         if group in groups:
             groups.remove(group)

@@ -132,7 +132,8 @@ class Join:
     """Joins events of two or more sources by key within a time window (see gateway/events/join.py).
 
     State lives in this replica's memory, so a join deployment runs one replica. Events of other sources pass
-    through. Call with an empty batch to expire due groups (the consumer does when idle)."""
+    through. Time is the payload's "watermark" {source: event time read up to}, or the clock without one. Call with
+    an empty batch to expire due groups (the consumer does when idle)."""
 
     def __init__(self, sources: list[str], key: str, window_s: float, unmatched: str = "drop",
                  max_pending: int = 100_000, remember_s: float = 300.0, name: str = "join",
@@ -141,6 +142,7 @@ class Join:
                                               unmatched=unmatched, max_pending=max_pending, stage=name,
                                               remember_s=float(remember_s)))
         self.clock = clock
+        self._last_now = float("-inf")
         self._lock = threading.Lock()  # sync user code runs on worker threads
 
     def __call__(self, payload) -> dict:
@@ -149,8 +151,18 @@ class Join:
         mine = [e for e in events if e.get("source") in joined]
         passing = [e for e in events if e.get("source") not in joined]
         with self._lock:
-            step = self.window.step(mine, self.clock())
+            step = self.window.step(mine, self._now(payload.get("watermark")))
         return {"events": passing + step.events, "dead": step.dead, "held": step.held, "released": step.released}
+
+    def _now(self, watermark) -> float:
+        """The consumer's watermark (min over the joined sources), else the clock; never moves backwards."""
+        sources = self.window.settings.sources
+        if isinstance(watermark, dict) and all(isinstance(watermark.get(s), (int, float)) for s in sources):
+            now = min(float(watermark[s]) for s in sources)
+        else:
+            now = self.clock()
+        self._last_now = max(self._last_now, now)
+        return self._last_now
 
     def check_health(self) -> None:
         return None

@@ -6,6 +6,7 @@ Keys (namespace defaults to "raygate"; `p` is the pipeline name):
     {ns}:events:{p}:seen:{id}       string with TTL: output id already delivered by the sink
     {ns}:events:{p}:counts          hash: running totals (read, emitted, dead, filtered)
     {ns}:events:{p}:rate:{second}   hash with a short TTL: the same counts per second, for rates
+    {ns}:events:{p}:leader          string with TTL: the consumer that runs a stateful (join) pipeline
     consumer group "{ns}:{p}" on every source stream
 
 The stream sink writes its deduplication markers and its XADDs in one Lua script, so an output id is either
@@ -19,7 +20,25 @@ import time
 import orjson
 from redis.exceptions import ResponseError
 
-__all__ = ["EventKeys", "SourceStreams", "StreamSinkStore", "DeliveredIds", "DeadLetterStore", "PipelineCounts"]
+__all__ = ["EventKeys", "SourceStreams", "StreamSinkStore", "DeliveredIds", "DeadLetterStore", "PipelineCounts",
+           "ConsumerLease"]
+
+_HOLD = """
+local owner = redis.call('GET', KEYS[1])
+if owner == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if owner == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 _APPEND_NEW = """
 local added = 0
@@ -57,6 +76,10 @@ class EventKeys:
 
     def rate(self, second: int) -> str:
         return f"{self.prefix}:rate:{second}"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}:leader"
 
 
 def _text(value) -> str:
@@ -235,3 +258,27 @@ class PipelineCounts:
                 if _text(k) in sums:
                     sums[_text(k)] += int(v)
         return {f"{name}_per_s": sums[name] / window_s for name in self.FIELDS}
+
+
+class ConsumerLease:
+    """One active consumer per stateful pipeline: a key holding the owner's name with a TTL, taken or renewed
+    atomically (Lua). A consumer that stops renewing (killed) loses it after `ttl_s`."""
+
+    def __init__(self, client, keys: EventKeys, owner: str, ttl_s: float) -> None:
+        self.client = client
+        self.key = keys.leader
+        self.owner = owner
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self._hold = client.register_script(_HOLD)
+        self._release = client.register_script(_RELEASE)
+
+    async def hold(self) -> bool:
+        """Take the lease if free, renew it if ours; False while another consumer holds it."""
+        return bool(await self._hold(keys=[self.key], args=[self.owner, self.ttl_ms]))
+
+    async def release(self) -> None:
+        await self._release(keys=[self.key], args=[self.owner])
+
+    async def holder(self) -> str | None:
+        value = await self.client.get(self.key)
+        return None if value is None else _text(value)
