@@ -63,6 +63,7 @@ class ConsumerSettings:
     error_pause_s: float = 0.5  # pause after a failed read (Redis down), so the loop never spins
     lease_ttl_s: float = 3.0  # stateful pipelines: a dead leader's lease lapses after this; a standby takes over
     idle_watermark_lag_s: float = 1.0  # a caught-up source counts as read up to now minus this (producer skew)
+    trim_every_s: float = 10.0  # how often HTTP source streams drop entries every consumer has acknowledged
 
     @classmethod
     def from_spec(cls, spec: PipelineSpec, **overrides) -> "ConsumerSettings":
@@ -110,7 +111,6 @@ class PipelineConsumer:
         self.stateful = any(isinstance(s, JoinStage) for s in pipeline.stages)
         self.lease = ConsumerLease(client, self.keys, self.name, self.settings.lease_ttl_s)
         self.leading = not self.stateful  # stateless pipelines: every consumer works
-        self._lease_due = 0.0
         self._takeover = False  # just became leader: claim everything pending before reading new entries
         self._watermark = {s.name: 0.0 for s in pipeline.sources}  # event time read up to, per source
         self._before: dict[int, dict[str, float]] = {}  # batch seq -> watermark before it was read (not yet joined)
@@ -123,11 +123,19 @@ class PipelineConsumer:
         self._claim_passed: set[str] = set()  # streams whose claim cursor went round in this pass
         self._next_claim = 0.0
         self._last_activity = 0.0
+        self._next_trim = 0.0
         self.batches_done = 0  # batches fully acknowledged (for tests and status)
 
     async def start(self) -> None:
-        for stream in self.stream_sources:
-            await self.streams.ensure_group(stream)
+        """Create the consumer groups; retried until Redis answers (the loop must not die at birth)."""
+        while True:
+            try:
+                for stream in self.stream_sources:
+                    await self.streams.ensure_group(stream)
+                return
+            except Exception as exc:  # noqa: BLE001 - Redis away: say so and retry
+                log.warning("pipeline_start_failed", pipeline=self.pipeline.name, error=repr(exc))
+                await self.sleep(self.settings.error_pause_s)
 
     def stop(self) -> None:
         """Finish the batches in flight and return from run()."""
@@ -136,11 +144,13 @@ class PipelineConsumer:
     async def run(self) -> None:
         await self.start()
         log.info("pipeline_consumer_started", pipeline=self.pipeline.name, consumer=self.name)
+        keeper = asyncio.get_running_loop().create_task(self._keep_lease()) if self.stateful else None
         try:
             while not self._stopping.is_set():
-                if not await self._lead():
-                    await self.sleep(self.settings.lease_ttl_s / 4)
+                if not self.leading:
+                    await self.sleep(self.settings.lease_ttl_s / 6)
                     continue
+                await self._trim_if_due()
                 await self._slots.acquire()
                 try:
                     entries = await self._next_entries()
@@ -166,32 +176,43 @@ class PipelineConsumer:
             if self.stateful and self.leading:
                 await self.lease.release()
         finally:
-            for task in list(self._tasks):
+            for task in [*self._tasks, *([keeper] if keeper else [])]:
                 task.cancel()
             log.info("pipeline_consumer_stopped", pipeline=self.pipeline.name, consumer=self.name)
 
-    async def _lead(self) -> bool:
-        """Stateful pipelines: hold (or renew) the lease every lease_ttl_s / 3; stateless: always True."""
-        if not self.stateful:
-            return True
+    async def _keep_lease(self) -> None:
+        """Stateful pipelines: take or renew the lease every lease_ttl_s / 3, apart from the read loop, so a stage
+        that is slow to answer never costs the lease."""
+        while True:
+            try:
+                leading = await self.lease.hold()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - cannot renew: stop reading, a standby may take over
+                log.warning("pipeline_lease_failed", pipeline=self.pipeline.name, error=repr(exc))
+                leading = False
+            if leading and not self.leading:
+                log.info("pipeline_leader_acquired", pipeline=self.pipeline.name, consumer=self.name)
+                self._takeover, self._next_claim = True, 0.0
+                self._claim_cursor = dict.fromkeys(self._claim_cursor, "0-0")
+                self._claim_passed = set()
+            elif self.leading and not leading:
+                log.warning("pipeline_leader_lost", pipeline=self.pipeline.name, consumer=self.name)
+            self.leading = leading
+            await self.sleep(self.settings.lease_ttl_s / 3)
+
+    async def _trim_if_due(self) -> None:
+        """Drop acknowledged entries of the HTTP source streams (ours alone), so they never grow without bound."""
         now = self.clock()
-        if now < self._lease_due:
-            return self.leading
-        self._lease_due = now + self.settings.lease_ttl_s / 3
-        try:
-            leading = await self.lease.hold()
-        except Exception as exc:  # cannot renew: stop reading, a standby may be taking over
-            log.warning("pipeline_lease_failed", pipeline=self.pipeline.name, error=repr(exc))
-            leading = False
-        if leading and not self.leading:
-            log.info("pipeline_leader_acquired", pipeline=self.pipeline.name, consumer=self.name)
-            self._takeover, self._next_claim = True, 0.0
-            self._claim_cursor = dict.fromkeys(self._claim_cursor, "0-0")
-            self._claim_passed = set()
-        elif self.leading and not leading:
-            log.warning("pipeline_leader_lost", pipeline=self.pipeline.name, consumer=self.name)
-        self.leading = leading
-        return leading
+        if now < self._next_trim:
+            return
+        self._next_trim = now + self.settings.trim_every_s
+        for source in self.pipeline.sources:
+            if source.http:
+                try:
+                    await self.streams.trim_acknowledged(self.source_stream[source.name])
+                except Exception as exc:  # noqa: BLE001 - trimming is housekeeping; try again later
+                    log.warning("pipeline_trim_failed", pipeline=self.pipeline.name, error=repr(exc))
 
     async def _next_entries(self) -> list[tuple[str, str, dict | None]]:
         """Reclaimed entries while any are due (back to back), else new ones; keeps the read watermark."""
@@ -286,7 +307,7 @@ class PipelineConsumer:
                     acks.setdefault(self.source_stream[source], []).append(entry_id)
             await self.streams.ack(acks)
             await self.counts.add({"read": len(entries), "emitted": new, "dead": len(dead),
-                                   "filtered": max(0, len(events) - len(outputs) - len(stage_dead) - len(held))})
+                                   })
             self._observe(entries, new, len(outputs) - new, dead, started)
         except asyncio.CancelledError:
             raise

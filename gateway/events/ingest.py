@@ -11,7 +11,8 @@ __all__ = ["EventRejected", "append_event"]
 
 
 class EventRejected(ValueError):
-    """The event was refused; `status` and `code` are the HTTP answer (404 unknown source, 413, 400)."""
+    """The event was refused; `status` and `code` are the HTTP answer (404 unknown source, 413, 400, 503 when the
+    backlog is full: answer with Retry-After)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -36,5 +37,9 @@ async def append_event(client, pipeline: PipelineSpec, source: str, body: bytes,
     if not isinstance(data, dict):
         raise EventRejected(400, "bad_event", f"an event must be a JSON object, got {type(data).__name__}")
     keys = EventKeys(pipeline.name, namespace)
-    entry_id = await SourceStreams(client, keys.group).append(keys.http_source(source), orjson.dumps(data))
+    streams = SourceStreams(client, keys.group)
+    if await streams.backlog(keys.http_source(source)) >= pipeline.max_backlog:
+        raise EventRejected(503, "backlog_full", f"pipeline {pipeline.name!r} has {pipeline.max_backlog} events "
+                            "waiting; retry later")
+    entry_id = await streams.append(keys.http_source(source), orjson.dumps(data))
     return f"{source}:{entry_id}"

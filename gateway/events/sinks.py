@@ -79,7 +79,7 @@ def build_sink(spec: SinkSpec, client, keys: EventKeys, call: CallFn, app: str,
                webhook_allowlist: tuple[str, ...] = (), post: PostFn | None = None) -> Sink:
     """The sink `spec` asks for; `app` is the default app of a deployment sink."""
     if spec.stream:
-        return StreamSink(StreamSinkStore(client, spec.stream, keys, spec.dedupe_ttl_s))
+        return StreamSink(StreamSinkStore(client, spec.stream, keys, spec.dedupe_ttl_s, spec.maxlen))
     delivered = DeliveredIds(client, keys, spec.dedupe_ttl_s)
     if spec.deployment:
         return DeploymentSink(call, spec.app or app, spec.deployment, delivered)

@@ -181,7 +181,10 @@ class SinkSpec(_Model):
     deployment: str | None = Field(None, description="deployment called with each result batch {'events': [...]}")
     app: str | None = Field(None, description="app of `deployment` (default: the pipeline's own app)")
     webhook: str | None = Field(None, description="http(s) URL POSTed each result batch; must be on the allow list")
-    dedupe_ttl_s: float = Field(86400.0, gt=0, description="how long an output id is remembered for deduplication")
+    dedupe_ttl_s: float = Field(600.0, gt=0, description="how long an output id is remembered for deduplication "
+                                "(one Redis key per output: memory = output rate x this); replays later than "
+                                "this would duplicate")
+    maxlen: int | None = Field(None, gt=0, description="stream sink: keep about this many entries (XADD MAXLEN ~)")
 
     @model_validator(mode="after")
     def _one_kind(self, info: ValidationInfo) -> "SinkSpec":
@@ -212,6 +215,8 @@ class PipelineSpec(_Model):
     claim_idle_s: float = Field(30.0, gt=0, description="entries pending this long on any consumer are reclaimed")
     max_retries: int = Field(3, ge=0, description="retries of a failing stage call before an event is dead-lettered")
     max_body_bytes: int = Field(64 * 1024, gt=0, description="largest event accepted by HTTP sources (413)")
+    max_backlog: int = Field(1_000_000, gt=0, description="HTTP sources answer 503 while their stream holds this "
+                             "many entries not yet acknowledged (consumers down or far behind)")
 
     @field_validator("name")
     @classmethod
@@ -261,6 +266,13 @@ class PipelineSpec(_Model):
                 if name not in declared:
                     raise ValueError(f"stages[{index}].{field}: {name!r} is not a declared source "
                                      f"({', '.join(sorted(declared))})")
+        return self
+
+    @model_validator(mode="after")
+    def _dedupe_outlives_replays(self) -> "PipelineSpec":
+        if self.sink.dedupe_ttl_s < 2 * self.claim_idle_s:
+            raise ValueError(f"sink.dedupe_ttl_s ({self.sink.dedupe_ttl_s}) must be at least twice claim_idle_s "
+                             f"({self.claim_idle_s}): replays come after claim_idle_s and must still be recognised")
         return self
 
     def source(self, name: str) -> SourceSpec | None:

@@ -18,7 +18,7 @@ def _int(value) -> int | None:
 async def pipeline_status(client, pipeline: PipelineSpec, namespace: str = "raygate", redis_url: str | None = None,
                           metrics: EventMetrics | None = None, rate_window_s: int = 10) -> dict:
     """{"pipeline", "redis_url", "sources": {name: {stream, lag, pending, consumers}}, "lag", "pending",
-    "dead_letters", "totals": {read, emitted, dead, filtered}, "rates": {read_per_s, ...}}."""
+    "dead_letters", "totals": {read, emitted, dead}, "rates": {read_per_s, ...}}."""
     keys = EventKeys(pipeline.name, namespace)
     streams = SourceStreams(client, keys.group)
     sources = {}

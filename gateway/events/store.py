@@ -4,7 +4,7 @@ Keys (namespace defaults to "raygate"; `p` is the pipeline name):
     {ns}:events:{p}:src:{source}    stream: events POSTed to an HTTP source
     {ns}:events:{p}:dead            stream: dead letters (id, source, stage, reason, data)
     {ns}:events:{p}:seen:{id}       string with TTL: output id already delivered by the sink
-    {ns}:events:{p}:counts          hash: running totals (read, emitted, dead, filtered)
+    {ns}:events:{p}:counts          hash: running totals (read, emitted, dead)
     {ns}:events:{p}:rate:{second}   hash with a short TTL: the same counts per second, for rates
     {ns}:events:{p}:leader          string with TTL: the consumer that runs a stateful (join) pipeline
     consumer group "{ns}:{p}" on every source stream
@@ -42,9 +42,14 @@ return 0
 
 _APPEND_NEW = """
 local added = 0
+local maxlen = tonumber(ARGV[2])
 for i = 2, #KEYS do
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
-    redis.call('XADD', KEYS[1], '*', 'id', ARGV[2 * i - 2], 'data', ARGV[2 * i - 1])
+    if maxlen > 0 then
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'id', ARGV[2 * i - 1], 'data', ARGV[2 * i])
+    else
+      redis.call('XADD', KEYS[1], '*', 'id', ARGV[2 * i - 1], 'data', ARGV[2 * i])
+    end
     added = added + 1
   end
 end
@@ -135,6 +140,21 @@ class SourceStreams:
                     pipe.xack(stream, self.group, *ids)
             return sum(await pipe.execute())
 
+    async def trim_acknowledged(self, stream: str) -> int:
+        """XTRIM MINID below the oldest entry still pending (or the last delivered one): only for streams that no
+        other group reads. Returns how many entries were dropped."""
+        summary = await self.client.xpending(stream, self.group)
+        oldest = summary.get("min") if summary and summary.get("pending") else None
+        if oldest is None:
+            info = await self.group_info(stream)
+            last = _text(info.get("last-delivered-id")) if info else "0-0"
+            ms, _, seq = last.partition("-")
+            oldest = f"{ms}-{int(seq or 0) + 1}"  # everything up to the last delivered entry is acknowledged
+        return int(await self.client.xtrim(stream, minid=_text(oldest), approximate=False))
+
+    async def backlog(self, stream: str) -> int:
+        return int(await self.client.xlen(stream))
+
     async def group_info(self, stream: str) -> dict | None:
         """XINFO GROUPS entry of our group on `stream` (lag, pending, consumers), or None."""
         try:
@@ -150,11 +170,12 @@ class SourceStreams:
 class StreamSinkStore:
     """Appends outputs to a sink stream once per output id (SET NX with TTL + XADD in one Lua script)."""
 
-    def __init__(self, client, stream: str, keys: EventKeys, ttl_s: float) -> None:
+    def __init__(self, client, stream: str, keys: EventKeys, ttl_s: float, maxlen: int | None = None) -> None:
         self.client = client
         self.stream = stream
         self.keys = keys
         self.ttl_s = max(1, int(ttl_s))
+        self.maxlen = maxlen or 0  # 0: no cap
         self._script = client.register_script(_APPEND_NEW)
 
     async def append_new(self, events: list[dict]) -> int:
@@ -162,7 +183,7 @@ class StreamSinkStore:
         if not events:
             return 0
         keys = [self.stream] + [self.keys.seen(e["id"]) for e in events]
-        args: list = [self.ttl_s]
+        args: list = [self.ttl_s, self.maxlen]
         for e in events:
             args += [e["id"], orjson.dumps(e.get("data"))]
         return int(await self._script(keys=keys, args=args))
@@ -223,7 +244,7 @@ class DeadLetterStore:
 class PipelineCounts:
     """Running totals and per-second buckets (for rates) of one pipeline, shared by all its consumers."""
 
-    FIELDS = ("read", "emitted", "dead", "filtered")
+    FIELDS = ("read", "emitted", "dead")
 
     def __init__(self, client, keys: EventKeys, bucket_ttl_s: int = 120) -> None:
         self.client = client

@@ -14,7 +14,7 @@ from gateway.events.ingest import EventRejected, append_event
 from gateway.events.metrics import EventMetrics
 from gateway.events.spec import PipelineSpec
 from gateway.events.status import pipeline_status
-from tests.gateway.events.test_eventing import wait_until
+from tests.gateway.events.test_eventing import kill, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -244,3 +244,76 @@ async def test_status_reports_lag_rates_and_sets_gauges(events_redis, namespace)
     assert status["lag"] == 0 and status["totals"]["read"] == 7 and status["totals"]["emitted"] == 7
     assert status["rates"]["read_per_s"] >= 0
     assert metrics.read.labels(pipeline.name)._value.get() == 7
+
+
+async def test_http_stream_is_trimmed_after_acknowledgement_and_lag_stays_known(events_redis, namespace):
+    """Memory: acknowledged entries of an HTTP source stream are dropped; lag is still reported."""
+    pipeline = simple_pipeline(namespace, [])
+    for _ in range(50):
+        await append_event(events_redis, pipeline, "in", b"{}", namespace)
+    consumer = make_consumer(pipeline, events_redis, namespace, None, trim_every_s=0.05)
+    task = run(consumer)
+    assert await wait_until(lambda: _len(events_redis, f"{namespace}:out", 50), 10)
+    stream = f"{namespace}:events:{pipeline.name}:src:in"
+
+    async def trimmed():
+        return await events_redis.xlen(stream) == 0
+    assert await wait_until(trimmed, 5)
+    await append_event(events_redis, pipeline, "in", b"{}", namespace)
+    assert await wait_until(lambda: _len(events_redis, f"{namespace}:out", 51), 5)
+    await stop(consumer, task)
+    status = await pipeline_status(events_redis, pipeline, namespace)
+    assert status["sources"]["in"]["lag"] == 0 and status["pending"] == 0
+
+
+async def test_full_backlog_answers_503(events_redis, namespace):
+    pipeline = simple_pipeline(namespace, [], max_backlog=3)
+    for _ in range(3):
+        await append_event(events_redis, pipeline, "in", b"{}", namespace)
+    with pytest.raises(EventRejected) as info:
+        await append_event(events_redis, pipeline, "in", b"{}", namespace)
+    assert (info.value.status, info.value.code) == (503, "backlog_full")
+
+
+async def test_stream_sink_dedupes_and_caps_its_length(events_redis, namespace):
+    """The sink script appends each id once, and keeps about maxlen entries."""
+    from gateway.events.store import EventKeys, StreamSinkStore
+
+    store = StreamSinkStore(events_redis, f"{namespace}:capped", EventKeys("p", namespace), ttl_s=60, maxlen=100)
+    batch = [{"id": f"in:{i}-0", "data": {"i": i}} for i in range(1000)]
+    assert await store.append_new(batch) == 1000
+    assert await store.append_new(batch[:10] + [{"id": "in:new-0", "data": {}}]) == 1
+    assert 100 <= await events_redis.xlen(f"{namespace}:capped") < 300
+    assert await events_redis.ttl(f"{namespace}:events:p:seen:in:5-0") > 0
+
+
+async def test_one_leader_runs_a_join_pipeline_and_a_standby_takes_over(events_redis, namespace):
+    """With a join, only the lease holder reads; when it stops renewing (cancelled), a standby takes the lease
+    after lease_ttl_s and claims everything pending at once."""
+    await asyncio.wait_for(_leader_and_standby(events_redis, namespace), 30)
+
+
+async def _leader_and_standby(events_redis, namespace):
+    from gateway.events.local import LocalStages
+    from tests.gateway.events.workload import orders_pipeline
+
+    pipeline = orders_pipeline(namespace)
+    consumers = [PipelineConsumer(pipeline, events_redis, LocalStages.for_pipeline(pipeline).call, name,
+                                  namespace=namespace, metrics=EventMetrics(CollectorRegistry()),
+                                  settings=ConsumerSettings.from_spec(pipeline, lease_ttl_s=0.6))
+                 for name in ("a", "b")]
+    tasks = [run(c) for c in consumers]
+    try:
+        await asyncio.sleep(0.5)
+        assert sum(c.leading for c in consumers) == 1
+        leader, standby = (consumers if consumers[0].leading else consumers[::-1])
+        await events_redis.xadd(f"{namespace}:in:web", {"data": b'{"kind": "buy", "amount": 2, "user": "u1"}'})
+        assert await wait_until(lambda: _true(leader.batches_done > 0), 5)
+        assert standby.batches_done == 0
+        await kill(tasks[consumers.index(leader)])
+        assert not standby.leading
+        assert await wait_until(lambda: _true(standby.leading), 3)
+        assert await wait_until(lambda: _true(standby.metrics.reclaimed.labels(pipeline.name)._value.get() >= 1), 3)
+    finally:
+        for task in tasks:
+            await kill(task)

@@ -138,3 +138,9 @@ def test_pipelines_must_be_a_list():
     with pytest.raises(PipelineSpecError, match="must be a list"):
         parse_pipelines({"name": "x"})
     assert parse_pipelines(None) == ()
+
+
+def test_dedupe_window_must_outlive_replays():
+    """Replays come after claim_idle_s; a dedupe TTL shorter than that could not recognise them."""
+    msg = refused(example(claim_idle_s=60, sink={"stream": "out", "dedupe_ttl_s": 90}))
+    assert "dedupe_ttl_s" in msg and "claim_idle_s" in msg
