@@ -149,7 +149,16 @@ def bench_stages(events: int) -> dict[str, float]:
     return out
 
 
-async def run_pipeline(url: str, tag: str, until_outputs: int, timeout_s: float, producer=None) -> dict:
+def producer_done(producer, expect) -> int | None:
+    """None while the producer runs; then the outputs expected from what it sent."""
+    if producer.poll() is None:
+        return None
+    return expect(int(producer.stdout.read().strip() or 0))
+
+
+async def run_pipeline(url: str, tag: str, until_outputs: int, timeout_s: float, start=None, expect=None) -> dict:
+    """Run the consumer until `until_outputs` are in the sink; with `start` (called once the consumer leads, it
+    starts the producer), until the producer has exited and `expect(sent)` outputs are in."""
     import redis.asyncio as aioredis
     from prometheus_client import CollectorRegistry
 
@@ -164,10 +173,16 @@ async def run_pipeline(url: str, tag: str, until_outputs: int, timeout_s: float,
     await consumer.start()
     began, cpu0 = time.perf_counter(), cpu_s()
     task = asyncio.create_task(consumer.run())
+    producer = None
+    if start is not None:
+        while not consumer.leading:
+            await asyncio.sleep(0.01)
+        producer = start()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if await client.xlen(pipeline.sink.stream) >= until_outputs and (producer is None or
-                                                                         producer.poll() is not None):
+        if producer is not None and until_outputs == 0:
+            until_outputs = producer_done(producer, expect) or 0
+        if until_outputs and await client.xlen(pipeline.sink.stream) >= until_outputs:
             break
         await asyncio.sleep(0.01)
     wall, cpu = time.perf_counter() - began, cpu_s() - cpu0
@@ -175,10 +190,10 @@ async def run_pipeline(url: str, tag: str, until_outputs: int, timeout_s: float,
     await asyncio.wait_for(task, 30)
     entries = await client.xrange(pipeline.sink.stream)
     await client.aclose()
-    return {"wall_s": wall, "cpu_s": cpu, "entries": entries}
+    return {"wall_s": wall, "cpu_s": cpu, "entries": entries, "expected": until_outputs}
 
 
-async def run_baseline(url: str, tag: str, until_outputs: int, timeout_s: float, producer=None) -> dict:
+async def run_baseline(url: str, tag: str, until_outputs: int, timeout_s: float, start=None, expect=None) -> dict:
     """One plain consumer loop: read, decode, filter, XADD, XACK."""
     import redis.asyncio as aioredis
     from redis.exceptions import ResponseError
@@ -191,11 +206,14 @@ async def run_baseline(url: str, tag: str, until_outputs: int, timeout_s: float,
         except ResponseError:
             pass
     out = f"bench:{tag}:out"
+    producer = start() if start is not None else None
     began, cpu0 = time.perf_counter(), cpu_s()
     written = 0
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if written >= until_outputs and (producer is None or producer.poll() is not None):
+        if producer is not None and until_outputs == 0:
+            until_outputs = producer_done(producer, expect) or 0
+        if until_outputs and written >= until_outputs:
             break
         reply = await client.xreadgroup("plain", "one", streams, count=64, block=5)
         async with client.pipeline(transaction=False) as pipe:
@@ -214,6 +232,15 @@ async def run_baseline(url: str, tag: str, until_outputs: int, timeout_s: float,
     entries = await client.xrange(out)
     await client.aclose()
     return {"wall_s": wall, "cpu_s": cpu, "entries": entries, "written": written}
+
+
+async def baseline_entries(url: str, tag: str):
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    entries = await client.xrange(f"bench:{tag}:out")
+    await client.aclose()
+    return entries
 
 
 def entry_ms(entry_id) -> int:
@@ -265,17 +292,17 @@ async def main_async(args) -> dict:
         produce_upfront(url, "base", pairs)
         base = await run_baseline(url, "base", want, 300)
 
-        producer = start_producer(url, "lat", args.rate, args.seconds)
-        lat = await run_pipeline(url, "lat", 0, args.seconds + 30, producer)
-        sent = int(producer.stdout.read().strip() or 0)
-        want_lat = expected_pairs(range(sent))
+        lat = await run_pipeline(url, "lat", 0, args.seconds + 30,
+                                 lambda: start_producer(url, "lat", args.rate, args.seconds),
+                                 lambda sent: expected_pairs(range(sent)))
+        want_lat = lat["expected"]
         unique_lat, dup_lat = count_outputs(lat["entries"])
         latencies = pipeline_latencies(lat["entries"])
 
-        producer = start_producer(url, "blat", args.rate, args.seconds)
-        blat = await run_baseline(url, "blat", 0, args.seconds + 30, producer)
-        producer.wait()
-        base_latencies = baseline_latencies(blat["entries"])
+        await run_baseline(url, "blat", 0, args.seconds + 30,
+                           lambda: start_producer(url, "blat", args.rate, args.seconds),
+                           lambda sent: expected_pairs(range(sent)) + sent)
+        base_latencies = baseline_latencies((await baseline_entries(url, "blat")))
     finally:
         server.stop()
     events = 2 * pairs

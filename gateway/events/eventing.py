@@ -144,11 +144,14 @@ class PipelineConsumer:
     async def run(self) -> None:
         await self.start()
         log.info("pipeline_consumer_started", pipeline=self.pipeline.name, consumer=self.name)
-        keeper = asyncio.get_running_loop().create_task(self._keep_lease()) if self.stateful else None
+        keeper = None
+        if self.stateful:
+            await self._renew_lease()
+            keeper = asyncio.get_running_loop().create_task(self._keep_lease())
         try:
             while not self._stopping.is_set():
                 if not self.leading:
-                    await self.sleep(self.settings.lease_ttl_s / 6)
+                    await self.sleep(min(0.1, self.settings.lease_ttl_s / 6))
                     continue
                 await self._trim_if_due()
                 await self._slots.acquire()
@@ -181,25 +184,28 @@ class PipelineConsumer:
             log.info("pipeline_consumer_stopped", pipeline=self.pipeline.name, consumer=self.name)
 
     async def _keep_lease(self) -> None:
-        """Stateful pipelines: take or renew the lease every lease_ttl_s / 3, apart from the read loop, so a stage
-        that is slow to answer never costs the lease."""
+        """Stateful pipelines: renew (or try to take) the lease every lease_ttl_s / 3, apart from the read loop,
+        so a stage that is slow to answer never costs the lease."""
         while True:
-            try:
-                leading = await self.lease.hold()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - cannot renew: stop reading, a standby may take over
-                log.warning("pipeline_lease_failed", pipeline=self.pipeline.name, error=repr(exc))
-                leading = False
-            if leading and not self.leading:
-                log.info("pipeline_leader_acquired", pipeline=self.pipeline.name, consumer=self.name)
-                self._takeover, self._next_claim = True, 0.0
-                self._claim_cursor = dict.fromkeys(self._claim_cursor, "0-0")
-                self._claim_passed = set()
-            elif self.leading and not leading:
-                log.warning("pipeline_leader_lost", pipeline=self.pipeline.name, consumer=self.name)
-            self.leading = leading
             await self.sleep(self.settings.lease_ttl_s / 3)
+            await self._renew_lease()
+
+    async def _renew_lease(self) -> None:
+        try:
+            leading = await self.lease.hold()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - cannot renew: stop reading, a standby may take over
+            log.warning("pipeline_lease_failed", pipeline=self.pipeline.name, error=repr(exc))
+            leading = False
+        if leading and not self.leading:
+            log.info("pipeline_leader_acquired", pipeline=self.pipeline.name, consumer=self.name)
+            self._takeover, self._next_claim = True, 0.0
+            self._claim_cursor = dict.fromkeys(self._claim_cursor, "0-0")
+            self._claim_passed = set()
+        elif self.leading and not leading:
+            log.warning("pipeline_leader_lost", pipeline=self.pipeline.name, consumer=self.name)
+        self.leading = leading
 
     async def _trim_if_due(self) -> None:
         """Drop acknowledged entries of the HTTP source streams (ours alone), so they never grow without bound."""
@@ -305,9 +311,9 @@ class PipelineConsumer:
                 source, _, entry_id = event_id.partition(":")
                 if source in self.source_stream:
                     acks.setdefault(self.source_stream[source], []).append(entry_id)
-            await self.streams.ack(acks)
-            await self.counts.add({"read": len(entries), "emitted": new, "dead": len(dead),
-                                   })
+            # counters beside the acknowledgement (one round trip less); they may miss a batch cut off here
+            await asyncio.gather(self.streams.ack(acks),
+                                 self.counts.add({"read": len(entries), "emitted": new, "dead": len(dead)}))
             self._observe(entries, new, len(outputs) - new, dead, started)
         except asyncio.CancelledError:
             raise
