@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -77,6 +78,20 @@ def app_event(i: int) -> bytes:
 
 def expected_pairs(users: range) -> int:
     return sum(1 for i in users if i % 5 != 0)
+
+
+def gc_pauses() -> list[float]:
+    """Records the length of every garbage collection from now on (seconds), to tell GC stalls in the tail."""
+    pauses: list[float] = []
+    started = [0.0]
+
+    def callback(phase, info):
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - started[0])
+    gc.callbacks.append(callback)
+    return pauses
 
 
 def cpu_s() -> float:
@@ -291,6 +306,9 @@ async def main_async(args) -> dict:
 
         produce_upfront(url, "base", pairs)
         base = await run_baseline(url, "base", want, 300)
+        del tput["entries"], base["entries"]  # keep the latency runs' heap small: a full GC scans all of it
+        gc.collect()
+        pauses = gc_pauses()
 
         lat = await run_pipeline(url, "lat", 0, args.seconds + 30,
                                  lambda: start_producer(url, "lat", args.rate, args.seconds),
@@ -322,6 +340,7 @@ async def main_async(args) -> dict:
         "lost": lost_tput + max(0, want_lat - unique_lat),
         "duplicates_after_dedupe": dup_tput + dup_lat,
         "latency_outputs": len(latencies),
+        "gc_max_pause_ms": round(1000 * max(pauses, default=0.0), 1),
         "cores": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
