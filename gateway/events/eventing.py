@@ -12,8 +12,8 @@ different consumer names, sharing the work through the Redis consumer group.
             retried `max_retries` times, then the batch is split and each event tried alone; an event failing
             every try is dead-lettered with the error
     sink    deduplicated by output id; retried; on failure the batch stays unacknowledged (reclaimed later)
-    ack     XACK every entry of the batch except those a stateful stage (join) still holds; and entries a stage
-            reports released
+    commit  one MULTI: the dead letters, XACK of every entry of the batch except those a stateful stage (join)
+            still holds plus the entries a stage reports released, and the counters
 
 The guarantee: an entry is acknowledged only after the sink accepted everything derived from it, so any crash
 replays it; replays produce the same output ids and the sink drops the repeats (effectively once at the sink).
@@ -302,7 +302,6 @@ class PipelineConsumer:
             outputs, stage_dead, held, released = await self._run_stages(events, seq)
             dead += stage_dead
             new = await self._deliver(outputs)
-            await self.dead_letters.add(dead)
             acks: dict[str, list[str]] = {}
             for stream, entry_id, _ in entries:
                 if f"{self.stream_sources[stream]}:{entry_id}" not in held:
@@ -311,9 +310,12 @@ class PipelineConsumer:
                 source, _, entry_id = event_id.partition(":")
                 if source in self.source_stream:
                     acks.setdefault(self.source_stream[source], []).append(entry_id)
-            # counters beside the acknowledgement (one round trip less); they may miss a batch cut off here
-            await asyncio.gather(self.streams.ack(acks),
-                                 self.counts.add({"read": len(entries), "emitted": new, "dead": len(dead)}))
+            # dead letters, acknowledgements and counters in one MULTI: one round trip, all or nothing
+            async with self.streams.client.pipeline(transaction=True) as pipe:
+                self.dead_letters.queue(pipe, dead)
+                self.streams.queue_ack(pipe, acks)
+                self.counts.queue(pipe, {"read": len(entries), "emitted": new, "dead": len(dead)})
+                await pipe.execute()
             self._observe(entries, new, len(outputs) - new, dead, started)
         except asyncio.CancelledError:
             raise

@@ -135,10 +135,13 @@ class SourceStreams:
         if not any(ids_by_stream.values()):
             return 0
         async with self.client.pipeline(transaction=False) as pipe:
-            for stream, ids in ids_by_stream.items():
-                if ids:
-                    pipe.xack(stream, self.group, *ids)
+            self.queue_ack(pipe, ids_by_stream)
             return sum(await pipe.execute())
+
+    def queue_ack(self, pipe, ids_by_stream: dict[str, list[str]]) -> None:
+        for stream, ids in ids_by_stream.items():
+            if ids:
+                pipe.xack(stream, self.group, *ids)
 
     async def trim_acknowledged(self, stream: str) -> int:
         """XTRIM MINID below the oldest entry still pending (or the last delivered one): only for streams that no
@@ -225,13 +228,17 @@ class DeadLetterStore:
         if not dead:
             return
         async with self.client.pipeline(transaction=True) as pipe:
-            for d in dead:
-                pipe.xadd(self.keys.dead, {
-                    "id": str(d.get("id") or ""), "source": str(d.get("source") or ""),
-                    "stage": str(d.get("stage") or ""), "reason": str(d.get("reason") or "")[:2000],
-                    "data": orjson.dumps(d.get("data"), default=repr)[:65536]},
-                    maxlen=self.maxlen, approximate=True)
+            self.queue(pipe, dead)
             await pipe.execute()
+
+    def queue(self, pipe, dead: list[dict]) -> None:
+        """Add the XADDs to `pipe` (a caller's MULTI, e.g. with the acknowledgements)."""
+        for d in dead:
+            pipe.xadd(self.keys.dead, {
+                "id": str(d.get("id") or ""), "source": str(d.get("source") or ""),
+                "stage": str(d.get("stage") or ""), "reason": str(d.get("reason") or "")[:2000],
+                "data": orjson.dumps(d.get("data"), default=repr)[:65536]},
+                maxlen=self.maxlen, approximate=True)
 
     async def count(self) -> int:
         return int(await self.client.xlen(self.keys.dead))
@@ -252,14 +259,17 @@ class PipelineCounts:
         self.bucket_ttl_s = bucket_ttl_s
 
     async def add(self, counts: dict[str, int], now: float | None = None) -> None:
-        second = int(time.time() if now is None else now)
         async with self.client.pipeline(transaction=True) as pipe:
-            for name, value in counts.items():
-                if value:
-                    pipe.hincrby(self.keys.counts, name, value)
-                    pipe.hincrby(self.keys.rate(second), name, value)
-            pipe.expire(self.keys.rate(second), self.bucket_ttl_s)
+            self.queue(pipe, counts, now)
             await pipe.execute()
+
+    def queue(self, pipe, counts: dict[str, int], now: float | None = None) -> None:
+        second = int(time.time() if now is None else now)
+        for name, value in counts.items():
+            if value:
+                pipe.hincrby(self.keys.counts, name, value)
+                pipe.hincrby(self.keys.rate(second), name, value)
+        pipe.expire(self.keys.rate(second), self.bucket_ttl_s)
 
     async def totals(self) -> dict[str, int]:
         raw = await self.client.hgetall(self.keys.counts)
