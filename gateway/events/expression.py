@@ -245,7 +245,7 @@ class _Compiler:
     def _compare(self, node: ast.Compare, depth: int) -> _Fn:
         first = self.compile(node.left, depth)
         steps = []
-        for op, right in zip(node.ops, node.comparators):
+        for op, right in zip(node.ops, node.comparators, strict=True):
             fn = _COMPARE.get(type(op))
             if fn is None:
                 self.fail(node, f"comparison {type(op).__name__} is not allowed")

@@ -28,7 +28,7 @@ from gateway.events.spec import (
     ConvertStage, CustomStage, FilterStage, JoinStage, PipelineSpec, StageSpec, is_import_path,
 )
 
-__all__ = ["Filter", "Convert", "Join", "Custom", "StageDeployment", "stage_deployments", "pipeline_app_name",
+__all__ = ["Filter", "Convert", "Join", "Custom", "AsyncCustom", "StageDeployment", "stage_deployments", "pipeline_app_name",
            "resolve_import_path", "StageOutputError"]
 
 
@@ -169,7 +169,18 @@ class Join:
 
 
 class Custom:
-    """Runs a user class or function at an import path on the whole batch and checks the answer's shape."""
+    """Runs a user class or function at an import path on the whole batch and checks the answer's shape.
+
+    Constructing `Custom` with an async target gives an `AsyncCustom` (whose __call__ is async), so the replica
+    awaits it on its loop; a sync target stays sync and runs on the replica's worker threads."""
+
+    def __new__(cls, custom: str, *args, **kwargs):
+        if cls is Custom:
+            target = resolve_import_path(custom)
+            call = getattr(target, "__call__", None) if inspect.isclass(target) else target  # noqa: B004
+            if inspect.iscoroutinefunction(call):
+                cls = AsyncCustom
+        return super().__new__(cls)
 
     def __init__(self, custom: str, init_kwargs: dict | None = None, name: str = "custom",
                  sources: list[str] | None = None) -> None:
@@ -177,8 +188,6 @@ class Custom:
         self.target = target(**(init_kwargs or {})) if inspect.isclass(target) else target
         self.name = name
         self.sources = frozenset(sources) if sources else None
-        self.is_async = inspect.iscoroutinefunction(getattr(self.target, "__call__", self.target)) or \
-            inspect.iscoroutinefunction(self.target)
 
     def _split(self, payload) -> tuple[list[dict], list[dict]]:
         events = _events(payload)
@@ -192,12 +201,17 @@ class Custom:
             raise StageOutputError(f"custom stage {self.name!r} must answer {{'events': [...], 'dead': [...]}}")
         return {**result, "events": passing + list(result.get("events", [])), "dead": list(result.get("dead", []))}
 
+    def __call__(self, payload) -> dict:
+        mine, passing = self._split(payload)
+        return self._answer(self.target({"events": mine}), passing)
+
+
+class AsyncCustom(Custom):
+    """`Custom` over an async target."""
+
     async def __call__(self, payload) -> dict:
         mine, passing = self._split(payload)
-        result = self.target({"events": mine})
-        if inspect.isawaitable(result):
-            result = await result
-        return self._answer(result, passing)
+        return self._answer(await self.target({"events": mine}), passing)
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,7 @@ class DeliveredIds:
         if not events:
             return []
         flags = await self.client.mget([self.keys.seen(e["id"]) for e in events])
-        return [e for e, flag in zip(events, flags) if flag is None]
+        return [e for e, flag in zip(events, flags, strict=True) if flag is None]
 
     async def mark(self, events: list[dict]) -> None:
         if not events:

@@ -53,14 +53,20 @@ def test_convert_must_produce_a_mapping():
 
 
 async def test_custom_class_function_and_async():
-    """Custom stages by import path: class with init kwargs, async class; a wrong answer shape raises."""
+    """Custom stages by import path: a sync class with init kwargs stays sync (worker threads); an async class
+    gives an async stage (the replica awaits it); a wrong answer shape raises."""
+    import inspect
+
     score = Custom(f"{SAMPLE}:Score", {"factor": 2.0}, sources=["web"])
-    out = await score({"events": [ev(1, amount=3), ev(2, "app", amount=3)]})
+    assert not inspect.iscoroutinefunction(score.__call__)
+    out = score({"events": [ev(1, amount=3), ev(2, "app", amount=3)]})
     assert [e["data"].get("score") for e in out["events"]] == [None, 6.0]  # passing events come first
-    tagged = await Custom(f"{SAMPLE}:AsyncTag")({"events": [ev(1)]})
+    tagger = Custom(f"{SAMPLE}:AsyncTag")
+    assert inspect.iscoroutinefunction(tagger.__call__)
+    tagged = await tagger({"events": [ev(1)]})
     assert tagged["events"][0]["data"]["tag"] == "async" and tagged["dead"] == []
     with pytest.raises(StageOutputError):
-        await Custom(f"{SAMPLE}:explode")({"events": [ev(1)]})
+        Custom(f"{SAMPLE}:explode")({"events": [ev(1)]})
 
 
 def test_stage_rejects_a_payload_that_is_not_a_batch():
@@ -93,3 +99,18 @@ def test_stage_deployments_name_the_template_and_kwargs():
     from gateway.events.stages import resolve_import_path
     for d in deployments:  # the kwargs really construct the classes
         resolve_import_path(d.import_path)(**d.init_kwargs)
+
+
+def test_platform_loader_constructs_every_stage_template():
+    """replicas.callable.load_callable (what a replica runs) builds each stage from its deployment kwargs and
+    picks sync or async the way the replica will run it."""
+    from replicas.callable import load_callable
+
+    doc = [{"name": "p", "sources": [{"name": "web", "stream": "w"}, {"name": "app", "http": True}],
+            "stages": [{"name": "f", "filter": "event.a == 1"}, {"name": "c", "convert": {"b": "event.a"}},
+                       {"name": "j", "join": {"sources": ["web", "app"], "key": "a", "window_s": 1}},
+                       {"name": "s", "custom": f"{SAMPLE}:AsyncTag"}],
+            "sink": {"stream": "out"}}]
+    loaded = [load_callable(d.import_path, (), d.init_kwargs) for d in stage_deployments(parse_pipelines(doc)[0])]
+    assert [u.is_async for u in loaded] == [False, False, False, True]
+    assert loaded[0].target({"events": [ev(1, a=1), ev(2, a=2)]})["events"][0]["id"] == "web:1-0"
