@@ -111,9 +111,12 @@ async def test_failing_sink_leaves_entries_pending_until_it_recovers(events_redi
     consumer = PipelineConsumer(pipeline, events_redis, None, "c1", namespace=namespace, settings=base, sink=sink,
                                 metrics=EventMetrics(CollectorRegistry()))
     task = run(consumer)
-    await asyncio.sleep(0.5)
-    status = await pipeline_status(events_redis, pipeline, namespace)
-    assert status["pending"] == 10 and sink.seen == []
+
+    async def all_pending():
+        return (await pipeline_status(events_redis, pipeline, namespace))["pending"] == 10
+    assert await wait_until(all_pending, 10)
+    await asyncio.sleep(0.3)  # several sink attempts and reclaims later: still nothing delivered or acknowledged
+    assert (await pipeline_status(events_redis, pipeline, namespace))["pending"] == 10 and sink.seen == []
     healthy.set()
 
     async def drained():
@@ -137,7 +140,11 @@ async def test_slow_stage_bounds_in_flight_batches_and_lag_grows_instead(events_
         await append_event(events_redis, pipeline, "in", orjson.dumps({"n": n}), namespace)
     consumer = make_consumer(pipeline, events_redis, namespace, stages.call)
     task = run(consumer)
-    await asyncio.sleep(0.5)
+
+    async def two_batches_out():
+        return (await pipeline_status(events_redis, pipeline, namespace))["pending"] == 20
+    assert await wait_until(two_batches_out, 10)
+    await asyncio.sleep(0.3)  # the consumer keeps looping meanwhile; it must not read more
     status = await pipeline_status(events_redis, pipeline, namespace)
     assert stages.max_in_flight == 2 and status["pending"] == 20 and status["lag"] == 80
     gate.set()
@@ -304,7 +311,8 @@ async def _leader_and_standby(events_redis, namespace):
                  for name in ("a", "b")]
     tasks = [run(c) for c in consumers]
     try:
-        await asyncio.sleep(0.5)
+        assert await wait_until(lambda: _true(any(c.leading for c in consumers)), 5)
+        await asyncio.sleep(0.3)
         assert sum(c.leading for c in consumers) == 1
         leader, standby = (consumers if consumers[0].leading else consumers[::-1])
         await events_redis.xadd(f"{namespace}:in:web", {"data": b'{"kind": "buy", "amount": 2, "user": "u1"}'})
