@@ -273,6 +273,10 @@ class PipelineSpec(_Model):
         if self.sink.dedupe_ttl_s < 2 * self.claim_idle_s:
             raise ValueError(f"sink.dedupe_ttl_s ({self.sink.dedupe_ttl_s}) must be at least twice claim_idle_s "
                              f"({self.claim_idle_s}): replays come after claim_idle_s and must still be recognised")
+        for index, stage in enumerate(self.stages):
+            if isinstance(stage, JoinStage) and stage.join.remember_s < 2 * self.claim_idle_s:
+                raise ValueError(f"stages[{index}].join.remember_s ({stage.join.remember_s}) must be at least twice "
+                                 f"claim_idle_s ({self.claim_idle_s}), so a replayed event re-emits its output")
         return self
 
     def source(self, name: str) -> SourceSpec | None:

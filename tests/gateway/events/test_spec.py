@@ -144,3 +144,8 @@ def test_dedupe_window_must_outlive_replays():
     """Replays come after claim_idle_s; a dedupe TTL shorter than that could not recognise them."""
     msg = refused(example(claim_idle_s=60, sink={"stream": "out", "dedupe_ttl_s": 90}))
     assert "dedupe_ttl_s" in msg and "claim_idle_s" in msg
+
+
+def test_join_memory_must_outlive_replays():
+    msg = refused(example(claim_idle_s=200, sink={"stream": "out", "dedupe_ttl_s": 900}))
+    assert "stages[2].join.remember_s" in msg
