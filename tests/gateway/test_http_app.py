@@ -24,11 +24,11 @@ from replicas.routing.failures import BadRequest
 from replicas.routing.router import Router
 from replicas.routing.table import (
     AppRoute,
-    DeploymentRoute,
     ReplicaInfo,
     RoutingTable,
     VersionRoute,
 )
+from tests.replicas.tables import route as make_route
 
 TOKEN = b"t0ken"
 
@@ -93,7 +93,7 @@ class Harness:
 
     async def start(self, versions, **route_options):
         self.router = Router(asyncio.get_running_loop())
-        route = DeploymentRoute("app", "dep", tuple(versions), **route_options)
+        route = make_route(versions, **route_options)
         self.router.update_table(RoutingTable(version=1, apps=(AppRoute("app", "/api", "dep"),),
                                               deployments={("app", "dep"): route}, channel_token=TOKEN))
         self.metrics = GatewayMetrics(CollectorRegistry())
