@@ -121,7 +121,8 @@ class Gateway:
         site = web.TCPSite(self.runner, config.host, config.port, reuse_port=True, backlog=4096)
         await site.start()
         self.watch = asyncio.get_running_loop().create_task(
-            follow_routing_table(controller, self.router, on_update=self._table_updated))
+            follow_routing_table(controller, self.router, watcher_id=f"gateway-{self.index}-{os.getpid()}",
+                                 on_update=self._table_updated))
         self.flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
         # Everything alive now (Ray, aiohttp, the app) lives as long as the process: keep it out of the
         # collector's way, so a full collection never scans it and stalls the loop for tens of ms.

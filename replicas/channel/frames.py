@@ -59,8 +59,9 @@ MAX_FRAME_BYTES: Final = 256 * 1024 * 1024  # the client's cap on responses
 NONCE_BYTES: Final = 32
 _AUTH_CONTEXT = b"raygate-channel-v1"
 HELLO_FRAME_BYTES: Final = 1 + 4 + hashlib.sha256().digest_size  # length field of a hello: the first frame's cap
-# what a request frame carries besides its body: kind, call id, meta, request id and path (both u16-sized)
-REQUEST_OVERHEAD_BYTES: Final = 1 + 4 + 8 + 2 * 0xFFFF
+# what a request frame may carry besides its body: kind, call id, meta, and 16 KiB of request id and path (HTTP
+# servers cap a request line at 8 KiB)
+REQUEST_OVERHEAD_BYTES: Final = 1 + 4 + 8 + 16 * 1024
 
 _HEADER_SIZE = HEADER.size
 _REQUEST_META_SIZE = REQUEST_META.size

@@ -240,8 +240,12 @@ class ChannelServerProtocol(FramedProtocol):
 
     def _handshake_expired(self) -> None:
         if not self.authenticated:
-            self.core.refused_connections += 1
             self.abort()
+
+    def abort(self) -> None:
+        if not self.authenticated and self.transport is not None:
+            self.core.refused_connections += 1  # a failed or timed-out handshake, or a frame too large for one
+        super().abort()
 
     def frames_received(self, frames) -> None:
         core = self.core
@@ -258,7 +262,6 @@ class ChannelServerProtocol(FramedProtocol):
     def _authenticate(self, kind: int, answer: bytes) -> None:
         core = self.core
         if kind != KIND_HELLO or not core.tokens.accepts(answer, self._nonce):
-            core.refused_connections += 1
             raise FrameError("the first frame must answer the challenge")
         self.authenticated = True
         core.unauthenticated -= 1

@@ -303,8 +303,9 @@ class Router:
         while True:
             route, now = view.route, self.clock()
             slot = choose_replica(version.slots, route.max_ongoing_requests, now, self.rng, excluded)
-            if slot is None and excluded and all(s.replica_id in excluded for s in version.slots):
-                excluded = _NOTHING  # every replica failed once: let the live ones be tried again
+            if slot is None and excluded and all(s.replica_id in excluded or not usable(s, now)
+                                                 for s in version.slots):
+                excluded = _NOTHING  # every usable replica failed once: let them be tried again
                 if request.excluded:
                     request.excluded.clear()
                 slot = choose_replica(version.slots, route.max_ongoing_requests, now, self.rng)
