@@ -7,7 +7,6 @@ loop, which runs in a thread of its own so that Ray's control calls never wait b
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import time

@@ -10,6 +10,7 @@ import asyncio
 import random
 import time
 from collections import deque
+from functools import partial
 
 from replicas.channel.client import DeadlineReached, ReplicaConnection, ReplicaConnectionLost, ReplicaUnreachable
 from replicas.channel.frames import RETRYABLE_STATUSES, STATUS_USER_ERROR
@@ -211,7 +212,7 @@ class Router:
                 outcome = await self._attempt(view, version, request)
             else:
                 outcome = await race(self._attempt(view, version, request),
-                                     lambda: self._attempt(view, version, request, hedging=True), hedge)
+                                     partial(self._attempt, view, version, request, True), hedge)
             if type(outcome) is CallResult:  # the fast path: answered
                 return outcome if attempts == 1 else _with_attempts(outcome, attempts)
             route = view.route
@@ -292,7 +293,8 @@ class Router:
         if errors_outlier(slot.consecutive_failures, peers, self.policy):
             self.eject(view, slot, ERRORS)  # an outlier: its peers answer the same traffic fine
         request.exclude(slot.replica_id)
-        if len(version.slots) > 1 and len(request.excluded) < len(version.slots):
+        now, excluded = self.clock(), request.excluded
+        if any(usable(peer, now) and peer.replica_id not in excluded for peer in version.slots):
             return Attempt(result, SERVER_ERROR, True, slot.replica_id)
         return result
 

@@ -11,7 +11,6 @@ import pytest
 from replicas.callable import ImportPathError, load_callable
 from replicas.channel.client import (
     ReplicaConnection,
-    ReplicaConnectionLost,
     ReplicaUnreachable,
 )
 from replicas.channel.frames import (

@@ -264,3 +264,14 @@ async def test_deadline_of_a_request_held_by_a_replica():
     fleet.check()
     with pytest.raises(DeadlineExceeded):
         await pending
+
+
+async def test_a_5xx_from_the_only_usable_replica_is_returned_not_queued():
+    """Its peer is ejected: the 500 is the answer (after the retries the usable replica allows), never a wait for a
+    replica that cannot come."""
+    fleet = Fleet({"v1": 2}, idempotent=True)
+    assert fleet.router.eject(fleet.view(), fleet.slot("v1-0"), "ping_timeout")
+    fleet.replicas["v1-1"].status = 500
+    result = await asyncio.wait_for(fleet.call(), 2)
+    assert result.status == 500 and result.replica_id == "v1-1" and result.attempts == 1
+    assert fleet.replicas["v1-0"].received == 0
