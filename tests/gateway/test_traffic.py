@@ -65,7 +65,8 @@ async def test_weights_change_at_runtime_with_sticky_keys_and_minimal_movement(p
             again = await _keys_to_versions(session, url, keys[:100])
             assert all(before[k] == v for k, v in again.items())  # sticky
             share_v2 = sum(v == "v2" for v in before.values()) / len(keys)
-            assert 0.40 < share_v2 < 0.60
+            stats = ray.get([g.stats.remote() for g in platform.platform.gateways()])
+            assert 0.40 < share_v2 < 0.60, [s["ejections"][-3:] for s in stats]
             _split(platform, "v1=20", "v2=80")
             await _gateways_caught_up(platform)
             after = await _keys_to_versions(session, url, keys)
