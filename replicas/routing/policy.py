@@ -9,10 +9,10 @@ __all__ = ["FailoverPolicy"]
 
 @dataclass(frozen=True)
 class FailoverPolicy:
-    monitor_interval_s: float = 0.1  # how often connections are checked (pings, stalls, deadlines, probes)
+    monitor_interval_s: float = 0.05  # how often connections are checked (pings, stalls, deadlines, probes)
     ping_interval_s: float = 0.2  # data-plane ping period per open connection
     ping_timeout_s: float = 0.5  # an unanswered ping this old ejects the replica (reason ping_timeout)
-    stall_min_s: float = 0.25  # an unanswered request older than max(this, stall_factor x peer median) ejects
+    stall_min_s: float = 0.2  # an unanswered request older than max(this, stall_factor x peer median) ejects
     stall_factor: float = 20.0  # ... so a replica far slower than its peers is taken out (reason stalled)
     consecutive_errors: int = 5  # 5xx answers in a row, while its peers have none, that eject a replica
     base_ejection_s: float = 1.0  # first ejection; doubles for each ejection in a row

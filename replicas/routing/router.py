@@ -35,6 +35,7 @@ from replicas.routing.failures import (
 from replicas.routing.health import HealthMonitor
 from replicas.routing.hedge import hedge_delay, race
 from replicas.routing.mirror import mirror
+from replicas.routing.observer import RouterObserver
 from replicas.routing.policy import FailoverPolicy
 from replicas.routing.retry import Attempt, CallResult, Decision, decide_retry
 from replicas.routing.split import choose_version, fallback_version
@@ -45,17 +46,8 @@ __all__ = ["Router", "CallResult", "FailoverPolicy", "RouterObserver"]
 
 BUSY = "busy"
 SERVER_ERROR = "server_error"
+NO_REPLICA = "no_replica"  # the version lost its usable replicas while the request waited
 _NOTHING: frozenset = frozenset()
-
-
-class RouterObserver:
-    """Hooks for metrics and logs; the default does nothing."""
-
-    def retried(self, app: str, deployment: str, reason: str) -> None: ...
-    def ejected(self, replica_id: str, reason: str) -> None: ...
-    def mirrored(self, app: str, deployment: str, version: str, status: int, seconds: float) -> None: ...
-    def pin_ignored(self, app: str, deployment: str) -> None: ...
-    def fell_back(self, app: str, deployment: str, wanted: str, used: str) -> None: ...
 
 
 class _Request:
@@ -257,6 +249,8 @@ class Router:
         slot = choose_replica(version.slots, route.max_ongoing_requests, self.clock(), self.rng, excluded)
         if slot is None:
             slot = await self._acquire(view, version, request, excluded)
+            if slot is None:  # the version lost its last usable replica while we waited: another one serves
+                return Attempt(None, NO_REPLICA, False)
         else:
             slot.in_flight += 1
         started = self.clock()
@@ -299,8 +293,9 @@ class Router:
         return result
 
     async def _acquire(self, view: DeploymentView, version: VersionView, request: _Request,
-                       excluded: set | frozenset) -> ReplicaSlot:
-        """Wait for a replica of the version with room (bounded by max_queued_requests and the deadline)."""
+                       excluded: set | frozenset) -> ReplicaSlot | None:
+        """Wait for a replica of the version with room (bounded by max_queued_requests and the deadline); None
+        when the version has no usable replica left and another version does (the caller falls back to it)."""
         key = (view.route.app, view.route.name)
         while True:
             route, now = view.route, self.clock()
@@ -314,6 +309,8 @@ class Router:
             if slot is not None:
                 slot.in_flight += 1
                 return slot
+            if self._elsewhere(view, version, now):
+                return None
             if now >= request.deadline:
                 if not version.slots:
                     raise NoReplicas(f"version {version.name!r} of deployment {route.name!r} has no live replica")
@@ -328,6 +325,13 @@ class Router:
             current = self.views.get(key)
             if current is not None and version.name in current.by_name:
                 view, version = current, current.by_name[version.name]
+
+    @staticmethod
+    def _elsewhere(view: DeploymentView, version: VersionView, now: float) -> bool:
+        """No usable replica in `version`, and one in another version with traffic: wait there, not here."""
+        if any(usable(s, now) for s in version.slots):
+            return False
+        return any(v.weight > 0 and any(usable(s, now) for s in v.slots) for v in view.versions if v is not version)
 
     async def _queue_wait(self, key: tuple[str, str], queue: WaitQueue, queued: int, wait_s: float) -> None:
         future = self.loop.create_future()
@@ -369,6 +373,9 @@ class Router:
         self.ejections.append({"replica_id": slot.replica_id, "reason": reason, "at": time.time(),
                                "for_s": ejection.duration_s})
         self.observer.ejected(slot.replica_id, reason)
+        version = view.by_name.get(slot.info.version)
+        if version is not None:
+            version.queue.wake_all()  # its waiters look again: another replica, or another version
         connection = slot.connection
         if connection is not None and connection.pending and closes_connection(reason, view.route.idempotent):
             connection.close()  # its in-flight calls fail now and are retried elsewhere

@@ -53,7 +53,7 @@ def test_errors_outlier_needs_five_in_a_row_and_quiet_peers():
 
 def test_stall_threshold_from_peer_median_with_a_floor():
     assert stall_threshold([0.0, 0.0], POLICY) is None  # nothing answered yet
-    assert stall_threshold([0.001, 0.002, 0.5], POLICY) == 0.25
+    assert stall_threshold([0.001, 0.002, 0.5], POLICY) == POLICY.stall_min_s
     assert stall_threshold([0.1, 0.1, 0.2], POLICY) == 2.0
 
 

@@ -77,9 +77,9 @@ async def test_a_stalled_request_ejects_and_is_retried_elsewhere_at_once():
         waiting = asyncio.ensure_future(fleet.call())
         await _until(lambda: waiting.done() or sick.received > before)
     assert not waiting.done()
-    fleet.clock.advance(0.2)
+    fleet.clock.advance(QUIET.stall_min_s - 0.05)
     fleet.check()
-    assert not fleet.observer.of("ejected") and not waiting.done()  # 0.2 s < stall_min_s
+    assert not fleet.observer.of("ejected") and not waiting.done()  # younger than stall_min_s
     fleet.clock.advance(0.1)
     fleet.check()
     assert fleet.observer.of("ejected") == [("ejected", "v1-0", "stalled")]
@@ -275,3 +275,20 @@ async def test_a_5xx_from_the_only_usable_replica_is_returned_not_queued():
     result = await asyncio.wait_for(fleet.call(), 2)
     assert result.status == 500 and result.replica_id == "v1-1" and result.attempts == 1
     assert fleet.replicas["v1-0"].received == 0
+
+
+async def test_requests_queued_for_a_frozen_single_replica_fall_back_when_it_is_ejected():
+    """The version's only replica is full of requests it will never answer and more wait in its queue: once it is
+    ejected, the queued ones go to the other version too (not wait for the replica's replacement)."""
+    fleet = Fleet({"v1": 1, "v2": 1}, weights={"v1": 100, "v2": 1}, idempotent=True, max_ongoing_requests=2)
+    for _ in range(10):
+        await fleet.call()
+    frozen = fleet.replicas["v1-0"]
+    frozen.hang = True
+    calls = [asyncio.ensure_future(fleet.call(split_key="k")) for _ in range(6)]  # "k" sticks to v1
+    await _until(lambda: frozen.received == 12)  # 10 answered, 2 held
+    assert not any(c.done() for c in calls)
+    fleet.clock.advance(0.3)
+    fleet.check()
+    results = await asyncio.wait_for(asyncio.gather(*calls), 2)
+    assert [r.version for r in results] == ["v2"] * 6
