@@ -3,7 +3,9 @@
 Started by bench/chaos.py as its own process (a session leader, so the Ray processes it starts share its process
 group and the parent can clean up after it). It starts the system (raygate: embedded Redis + a fresh local Ray on
 loopback + the Platform, 2 gateway processes on one port; Serve: a fresh local Ray on loopback + serve.start),
-serving `deploy.examples.models:Stallable` with 3 replicas at /chaos, then for each (fault, rate) of the plan:
+serving `deploy.examples.models:Stallable` with 3 replicas at /chaos (raygate also serves the quickstart app as
+shipped, deploy/examples/quickstart.yaml: one replica per version at /linear, for `frozen_single`, and runs as many
+gateway processes as the quickstart's spec asks for), then for each (fault, rate) of the plan:
 
   1. waits until the system is whole (3 RUNNING replicas, every gateway/proxy answering),
   2. starts bench/_chaos_load.py (fixed rate, open loop) for steady_s + post_s seconds,
@@ -46,7 +48,9 @@ REQUEST_TIMEOUT_S = 10.0
 MAX_ONGOING = 64
 STALL_S = 5.0
 NUM_CPUS = 0.1
-NUM_GATEWAYS = 2
+NUM_GATEWAYS = 2  # Serve's comparison setup; raygate takes the quickstart spec's gateway count
+QUICKSTART = "quickstart"  # the quickstart app as shipped: frozen_single freezes its v1 replica
+QUICKSTART_REPLICAS = 2  # one per version
 USED_VICTIMS: set = set()  # replica pids already hurt in an earlier scenario
 
 
@@ -82,10 +86,23 @@ class Raygate:
         self.url = f"http://127.0.0.1:{port}/{APP}"
         self.bias = 0.0
 
+    def quickstart(self) -> dict:
+        import yaml
+
+        with open(os.path.join(ROOT, "deploy", "examples", "quickstart.yaml")) as f:
+            return yaml.safe_load(f)
+
+    def num_gateways(self) -> int:
+        """The quickstart spec's gateway count ("auto": one per core, 2 to 8, as the controller resolves it)."""
+        from deploy.spec import parse_spec
+
+        wanted = parse_spec(self.quickstart()).gateway.num_gateways
+        return wanted if isinstance(wanted, int) else min(8, max(2, os.cpu_count() or 1))
+
     def spec(self, bias: float):
         from deploy.spec import parse_spec
 
-        return parse_spec({"apps": [{
+        return parse_spec({"apps": self.quickstart()["apps"] + [{
             "name": APP, "route_prefix": f"/{APP}", "ingress": DEPLOYMENT,
             "deployments": [{
                 "name": DEPLOYMENT, "import_path": "deploy.examples.models:Stallable",
@@ -107,11 +124,17 @@ class Raygate:
         metrics_dir, log_dir = os.path.join(self.work, "metrics"), os.path.join(self.work, "logs")
         os.makedirs(metrics_dir, exist_ok=True)
         os.makedirs(log_dir, exist_ok=True)
-        gateway = GatewayConfig(port=self.port, num_gateways=NUM_GATEWAYS, admin_token="chaos-" + os.urandom(8).hex(),
+        self.gateways = self.num_gateways()
+        print(f"GATEWAYS {self.gateways}", flush=True)
+        gateway = GatewayConfig(port=self.port, num_gateways=self.gateways, admin_token="chaos-" + os.urandom(8).hex(),
                                 metrics_dir=metrics_dir, log_dir=log_dir)
         self.platform = Platform(ControllerConfig(redis_url=self.redis.url, gateway=gateway)).start()
         self.platform.apply(self.spec(self.bias))
         wait_answering(self.url, 60)
+        wait_answering(self.url_for(QUICKSTART), 60)
+
+    def url_for(self, app: str) -> str:
+        return f"http://127.0.0.1:{self.port}/linear" if app == QUICKSTART else self.url
 
     def stop(self) -> None:
         import ray
@@ -127,11 +150,13 @@ class Raygate:
             self.redis.stop()
 
     # --- the system's own view
-    def snapshot(self) -> dict:
-        """{"running": {pid: replica_id}, "all": {pid: state}, "rolling": bool} from the controller."""
+    def snapshot(self, app_name: str = APP) -> dict:
+        """{"running": {pid: replica_id}, "all": {pid: state}, "rolling": bool} of one app, from the controller."""
         status = self.platform.status()
         running, every, rolling, count = {}, {}, False, 0
         for app in status["apps"]:
+            if app["name"] != app_name:
+                continue
             for dep in app["deployments"]:
                 for version in dep["versions"]:
                     rolling = rolling or version["rolling"]
@@ -157,8 +182,9 @@ class Raygate:
         return sorted(s["pid"] for s in self.gateway_stats(1.0))
 
     def whole(self) -> bool:
-        snap = self.snapshot()
-        return snap["count"] == NUM_REPLICAS and not snap["rolling"] and len(self.gateway_pids()) == NUM_GATEWAYS
+        snap, quick = self.snapshot(), self.snapshot(QUICKSTART)
+        return (snap["count"] == NUM_REPLICAS and not snap["rolling"] and quick["count"] == QUICKSTART_REPLICAS
+                and len(self.gateway_pids()) == self.gateways)
 
     def ejections(self, replica_id: str, since: float) -> list[dict]:
         found = []
@@ -250,7 +276,10 @@ class Serve:
             names = sorted({a.get("ActorClassName") for a in state.actors(actor_state_name="ALIVE").values()})
             raise RuntimeError(f"Serve's replica/proxy actors not found by class name; alive classes: {names}")
 
-    def snapshot(self) -> dict:
+    def url_for(self, app: str) -> str:
+        return self.url  # Serve runs the chaos app only (no frozen_single)
+
+    def snapshot(self, app_name: str = APP) -> dict:
         from ray import serve
 
         status = serve.status()
@@ -348,6 +377,10 @@ def start_load(url: str, rate: float, duration_s: float, start_at: float, out: s
 
 def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_dir: str) -> dict:
     rec: dict = {"system": system.name, "fault": fault, "rate": rate, "notes": [], "ok": False}
+    app = QUICKSTART if fault == "frozen_single" else APP
+    replicas = QUICKSTART_REPLICAS if app == QUICKSTART else NUM_REPLICAS
+    url = system.url_for(app)
+    rec["app"] = app
     steady_s, post_s = cfg["steady_s"], cfg["post_s"]
     cap_s = cfg["eject_cap_s"]
     poll_s = 0.1 if system.name == "raygate" else 0.2
@@ -355,16 +388,19 @@ def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_
     if took is None:
         rec["notes"].append(f"system not whole {cfg['whole_timeout_s']:.0f}s before the fault; ran it anyway")
     rec["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
-    before = system.snapshot()
+    before = system.snapshot(app)
     load_file = os.path.join(out_dir, f"load-{system.name}-{fault}-{int(rate)}.json")
     start_at = time.time() + 1.5
     ticks_before, ticks_t0 = _cpu_ticks(), time.monotonic()
-    load = start_load(system.url, rate, steady_s + post_s, start_at, load_file, cfg["client_timeout_s"])
+    load = start_load(url, rate, steady_s + post_s, start_at, load_file, cfg["client_timeout_s"])
     rec.update(load_file=load_file, steady_s=steady_s, post_s=post_s, load_start=start_at)
     fault_due = start_at + steady_s
     # victim chosen before the fault
     victim_pid = victim_id = None
-    if fault in ("sigkill", "sigstop", "half_alive"):
+    if fault == "frozen_single":  # v1, the version with 90% of the traffic
+        victim_pid = next(pid for pid, rid in before["running"].items() if ".v1#" in rid)
+        victim_id = before["running"][victim_pid]
+    elif fault in ("sigkill", "sigstop", "half_alive"):
         fresh = [pid for pid in sorted(before["running"]) if pid not in USED_VICTIMS]  # not one hurt before
         victim_pid = (fresh or sorted(before["running"]))[0]
         USED_VICTIMS.add(victim_pid)
@@ -383,7 +419,7 @@ def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_
     t_fault = time.time()
     if fault == "sigkill" or fault == "gateway_kill":
         os.kill(victim_pid, signal.SIGKILL)
-    elif fault == "sigstop":
+    elif fault in ("sigstop", "frozen_single"):
         os.kill(victim_pid, signal.SIGSTOP)
     elif fault == "half_alive":
         with open(flag, "w") as f:
@@ -403,7 +439,8 @@ def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_
     eject_ctl = restored = None
     old_pids = set(before["running"])
     # a hung replica stays hung until the system acts or eject_cap_s passes; other faults: wait for the restore
-    deadline = t_fault + max(post_s, cap_s if fault in ("sigstop", "half_alive") else cfg["restore_cap_s"])
+    deadline = t_fault + max(post_s, cap_s if fault in ("sigstop", "half_alive", "frozen_single")
+                             else cfg["restore_cap_s"])
     load_end = start_at + steady_s + post_s
     timeline = []
     while time.time() < deadline:
@@ -411,17 +448,17 @@ def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_
         try:
             if fault == "gateway_kill":
                 pids = system.gateway_pids() if system.name == "raygate" else system.proxy_pids()
-                ok = len(pids) == (NUM_GATEWAYS if system.name == "raygate" else 1) and victim_pid not in pids
+                ok = len(pids) == (system.gateways if system.name == "raygate" else 1) and victim_pid not in pids
                 if ok and system.name == "serve":
                     ok = system.proxies_healthy()
                 if ok and restored is None:
                     restored = time.time()
                     rec["pids_after"] = pids
             else:
-                snap = system.snapshot()
+                snap = system.snapshot(app)
                 if not timeline or timeline[-1][1:] != [snap["count"], sorted(snap["running"])]:
                     timeline.append([round(now - t_fault, 2), snap["count"], sorted(snap["running"])])
-                if fault in ("sigkill", "sigstop", "half_alive"):
+                if fault in ("sigkill", "sigstop", "half_alive", "frozen_single"):
                     if eject_ctl is None:
                         if system.name == "raygate":
                             gone = victim_pid not in snap["running"]
@@ -430,8 +467,8 @@ def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_
                                 victim_pid not in snap["running"] and len(snap["running"]) >= NUM_REPLICAS)
                         if gone:
                             eject_ctl = now
-                    if eject_ctl is not None and restored is None and snap["count"] == NUM_REPLICAS \
-                            and victim_pid not in snap["running"] and len(snap["running"]) == NUM_REPLICAS:
+                    if eject_ctl is not None and restored is None and snap["count"] == replicas \
+                            and victim_pid not in snap["running"] and len(snap["running"]) == replicas:
                         restored = now
                         rec["pids_after"] = sorted(snap["running"])
                 elif fault == "rolling_update":
@@ -458,7 +495,7 @@ def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_
     rec["timeline"] = timeline[:60]
 
     # undo
-    if fault == "sigstop":
+    if fault in ("sigstop", "frozen_single"):
         try:
             os.kill(victim_pid, signal.SIGCONT)
             rec["undo"] = f"SIGCONT at +{time.time() - t_fault:.1f}s"
@@ -488,7 +525,7 @@ def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_
     rec["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
 
     # after the fact: raygate's gateways keep their recent ejections with wall-clock times
-    if system.name == "raygate" and victim_id and fault in ("sigkill", "sigstop", "half_alive"):
+    if system.name == "raygate" and victim_id and fault in ("sigkill", "sigstop", "half_alive", "frozen_single"):
         try:
             ej = system.ejections(victim_id, t_fault - 1.0)
             rec["gateway_ejections"] = [{"reason": e["reason"], "at_s": round(e["at"] - t_fault, 3),
@@ -540,15 +577,17 @@ def main() -> None:
         t0 = time.monotonic()
         system.start()
         results["startup_s"] = round(time.monotonic() - t0, 1)
+        results["gateways"] = getattr(system, "gateways", NUM_GATEWAYS)
         print(f"READY {system.url}", flush=True)
         warmed: set = set()
         for item in plan:
             fault, rate = item["fault"], float(item["rate"])
-            if rate not in warmed:  # a short load at this rate first: connections, code paths, caches
-                warm_file = os.path.join(args.work_dir, f"warm-{int(rate)}.json")
-                w = start_load(system.url, rate, cfg["warmup_s"], time.time() + 1.0, warm_file, 15.0)
+            app = QUICKSTART if fault == "frozen_single" else APP
+            if (app, rate) not in warmed:  # a short load at this rate first: connections, code paths, caches
+                warm_file = os.path.join(args.work_dir, f"warm-{app}-{int(rate)}.json")
+                w = start_load(system.url_for(app), rate, cfg["warmup_s"], time.time() + 1.0, warm_file, 15.0)
                 w.communicate(timeout=cfg["warmup_s"] + 60)
-                warmed.add(rate)
+                warmed.add((app, rate))
             try:
                 rec = run_scenario(system, fault, rate, cfg, args.out_dir, flag_dir)
             except Stop:

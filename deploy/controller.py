@@ -397,7 +397,8 @@ class Controller:
         await self.start()
         return self.table
 
-    async def watch_table(self, known_version: int, timeout_s: float = 10.0) -> RoutingTable | None:
+    async def watch_table(self, known_version: int, timeout_s: float = 10.0,
+                          watcher_id: str = "") -> RoutingTable | None:
         """Long poll: the table as soon as its version is newer than `known_version`, else None on timeout."""
         await self.start()
         if self.table.version > known_version:

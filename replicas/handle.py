@@ -1,7 +1,8 @@
 """Deployment handles: how one deployment's code calls another (ensembles, pipelines).
 
 A handle routes through the same Router as the gateway: the same version split, replica choice, queueing,
-deadline and retry on a live replica.
+deadline, retries on a live replica (idempotent deployments), ejection and fallback. The router follows the
+controller's table as a watcher named by the replica id (see replicas/routing/watcher.py).
 """
 
 from __future__ import annotations
@@ -27,22 +28,27 @@ class DeploymentCallError(RuntimeError):
         self.status = status
 
 
-def _router_for(context: ReplicaContext):
+def _controller(context: ReplicaContext):
+    import ray
+
+    return ray.get_actor(context.controller_name, namespace=context.namespace)
+
+
+def _router_for(context: ReplicaContext, find_controller=_controller):
     """The replica's router, started on first use (on the replica's loop, following the controller's table)."""
     with context._lock:
         if context._router is not None:
             return context._router
 
         async def start():
-            import ray
-
             from replicas.routing.router import Router
             from replicas.routing.watcher import follow_routing_table
 
             router = Router(asyncio.get_running_loop())
-            controller = ray.get_actor(context.controller_name, namespace=context.namespace)
+            controller = find_controller(context)
             router.update_table(await controller.get_table.remote())
-            router.watch_task = asyncio.get_running_loop().create_task(follow_routing_table(controller, router))
+            router.watch_task = asyncio.get_running_loop().create_task(
+                follow_routing_table(controller, router, watcher_id=context.replica_id))
             return router
 
         context._router = asyncio.run_coroutine_threadsafe(start(), context.loop)
@@ -52,11 +58,12 @@ def _router_for(context: ReplicaContext):
 class DeploymentHandle:
     """Calls one deployment of the current app (or another app) with JSON-serialisable payloads."""
 
-    def __init__(self, deployment: str, app: str | None = None, context: ReplicaContext | None = None) -> None:
+    def __init__(self, deployment: str, app: str | None = None, context: ReplicaContext | None = None,
+                 find_controller=_controller) -> None:
         self.context = context or get_replica_context()
         self.deployment = deployment
         self.app = app or self.context.app
-        self._router_future = _router_for(self.context)
+        self._router_future = _router_for(self.context, find_controller)
 
     async def _router(self):
         return await asyncio.wrap_future(self._router_future)
@@ -77,6 +84,12 @@ class DeploymentHandle:
 
     def call_sync(self, payload, **kwargs):
         """Blocking call, for sync user code (which runs on worker threads, never on the loop)."""
+        try:
+            on_loop = asyncio.get_running_loop() is self.context.loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            raise RuntimeError("call_sync would block the replica's event loop: use `await handle.call(...)`")
         return asyncio.run_coroutine_threadsafe(self.call(payload, **kwargs), self.context.loop).result()
 
 

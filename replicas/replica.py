@@ -7,14 +7,13 @@ loop, which runs in a thread of its own so that Ray's control calls never wait b
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import time
 from dataclasses import dataclass, field
 
 from replicas.callable import load_callable
-from replicas.channel.server import ChannelServerProtocol, ReplicaCore
+from replicas.channel.server import ChannelLimits, ChannelServerProtocol, ReplicaCore
 from replicas.context import ReplicaContext, set_replica_context
 from replicas.runtime import LoopThread, serving_priority
 
@@ -31,7 +30,10 @@ class ReplicaConfig:
     init_args: tuple = ()  # positional arguments for the class
     init_kwargs: dict = field(default_factory=dict)  # keyword arguments for the class
     max_ongoing_requests: int = 32  # requests run at once; more are answered BUSY and go elsewhere
-    channel_token: bytes = b""  # shared secret routers present on connect
+    channel_token: bytes = b""  # shared secret routers prove (HMAC over a nonce) on connect
+    max_request_bytes: int = 1 << 20  # largest request body over the channel (the spec's gateway max_body_bytes)
+    channel_handshake_timeout_s: float = 2.0  # a channel connection not authenticated by then is closed
+    max_channel_connections: int = 256  # open channel connections (gateways and handles) per replica
     bind_host: str | None = None  # address of the direct channel; None: this node's Ray address
     controller_name: str = "raygate-controller"  # named controller actor, for handles
     namespace: str = "raygate"  # Ray namespace
@@ -50,7 +52,10 @@ class Replica:
             loop=self.loop, controller_name=config.controller_name, namespace=config.namespace))
         user = load_callable(config.import_path, tuple(config.init_args), dict(config.init_kwargs))
         self.user = user
-        self.core = ReplicaCore(self.loop, user, config.max_ongoing_requests, config.channel_token)
+        limits = ChannelLimits(max_request_bytes=config.max_request_bytes,
+                               handshake_timeout_s=config.channel_handshake_timeout_s,
+                               max_connections=config.max_channel_connections)
+        self.core = ReplicaCore(self.loop, user, config.max_ongoing_requests, config.channel_token, limits=limits)
         import ray
 
         self.host = config.bind_host or ray.util.get_node_ip_address()
@@ -87,8 +92,17 @@ class Replica:
     def stats(self) -> dict:
         core = self.core
         return {"in_flight": core.in_flight, "processed": core.processed, "errors": core.errors,
-                "rejected": core.rejected, "draining": core.draining, "pid": os.getpid(),
+                "rejected": core.rejected, "connections": len(core.connections),
+                "refused_connections": core.refused_connections, "draining": core.draining, "pid": os.getpid(),
                 "uptime_s": time.time() - self.started_at}
+
+    def rotate_channel_token(self, new: bytes, old_valid_s: float) -> None:
+        """Accept hellos proving `new` from now on, and ones proving the current token for `old_valid_s` more."""
+
+        async def rotate():
+            self.core.tokens.rotate(new, old_valid_s)
+
+        self._on_loop(rotate(), 5.0)
 
     def drain(self, timeout_s: float = 10.0) -> bool:
         """Stop taking requests and wait for the running ones; True when everything finished."""

@@ -33,12 +33,20 @@ class RetryBudget:
     def record_request(self) -> None:
         self._bucket()[1] += 1
 
-    def try_retry(self) -> bool:
-        """Spend one retry if the budget allows it."""
-        current = self._bucket()
+    def allows(self) -> bool:
+        """Whether one more retry fits in the window (spends nothing)."""
+        self._bucket()
         requests = sum(b[1] for b in self._buckets)
         retries = sum(b[2] for b in self._buckets)
-        if retries + 1 > self.ratio * requests + self.min_per_s * self.window_s:
+        return retries + 1 <= self.ratio * requests + self.min_per_s * self.window_s
+
+    def spend(self) -> None:
+        """Count one retry."""
+        self._bucket()[2] += 1
+
+    def try_retry(self) -> bool:
+        """Spend one retry if the budget allows it."""
+        if not self.allows():
             return False
-        current[2] += 1
+        self.spend()
         return True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 from replicas.routing.table import ReplicaInfo
@@ -18,15 +18,13 @@ class ReplicaSlot:
     info: ReplicaInfo
     in_flight: int = 0  # requests this router has outstanding on the replica
     connection: object | None = None  # replicas.channel.client.ReplicaConnection, opened lazily
-    ejected_until: float = 0.0  # monotonic time before which the replica is not chosen
+    ejected_until: float = -1e18  # clock time before which the replica is not chosen (end of the last ejection)
     probation: bool = False  # ejected: needs a passing data-plane probe before it takes traffic again
     probing: bool = False  # a re-admission probe is running
-    ejected_at: float = -1e9  # monotonic time of the last ejection
     ejections: int = 0  # ejections in a row (each one lasts twice as long)
     latency: float = 0.0  # moving average of answered requests' latency, seconds
-    consecutive_failures: int = 0
+    consecutive_failures: int = 0  # 5xx answers in a row
     retired: bool = False  # gone from the table: close the connection when in_flight reaches 0
-    stats: dict = field(default_factory=dict)
 
     @property
     def replica_id(self) -> str:

@@ -1,5 +1,7 @@
-"""Request routing shared by the HTTP gateway and deployment handles: version split, replica choice,
-bounded queueing, deadlines, retries on a live replica, outlier ejection, hedging and mirroring.
+"""Request routing shared by the HTTP gateway and deployment handles: version split, replica choice, bounded
+queueing, deadlines, retries on a live replica, hedging and mirroring. The rules live in pure modules (`split`,
+`choice`, `retry`, `hedge`, `ejection`); this module applies them on the request path, and `health` runs the
+monitor (pings, stalls, deadlines, re-admission probes). One clock, injected, times everything.
 """
 
 from __future__ import annotations
@@ -8,17 +10,20 @@ import asyncio
 import random
 import time
 from collections import deque
-from dataclasses import dataclass
+from functools import partial
 
-from replicas.channel.client import (
-    DeadlineReached,
-    ReplicaConnection,
-    ReplicaConnectionLost,
-    ReplicaUnreachable,
-)
+from replicas.channel.client import DeadlineReached, ReplicaConnection, ReplicaConnectionLost, ReplicaUnreachable
 from replicas.channel.frames import RETRYABLE_STATUSES, STATUS_USER_ERROR
 from replicas.routing.budget import RetryBudget
 from replicas.routing.choice import ReplicaSlot, choose_replica
+from replicas.routing.ejection import (
+    CONNECTION_LOST,
+    ERRORS,
+    UNREACHABLE,
+    closes_connection,
+    decide_ejection,
+    errors_outlier,
+)
 from replicas.routing.failures import (
     DeadlineExceeded,
     NoReplicas,
@@ -27,109 +32,48 @@ from replicas.routing.failures import (
     RouteNotFound,
     UnknownVersionError,
 )
-from replicas.routing.split import choose_version
-from replicas.routing.table import DeploymentRoute, RoutingTable
+from replicas.routing.health import HealthMonitor
+from replicas.routing.hedge import hedge_delay, race
+from replicas.routing.mirror import mirror
+from replicas.routing.observer import RouterObserver
+from replicas.routing.policy import FailoverPolicy
+from replicas.routing.retry import Attempt, CallResult, Decision, decide_retry
+from replicas.routing.split import choose_version, fallback_version
+from replicas.routing.table import RoutingTable
+from replicas.routing.views import DeploymentView, VersionView, WaitQueue, build_views, usable
 
 __all__ = ["Router", "CallResult", "FailoverPolicy", "RouterObserver"]
 
-
-@dataclass(frozen=True)
-class FailoverPolicy:
-    monitor_interval_s: float = 0.1  # how often connections are checked
-    probe_interval_s: float = 0.2  # data-plane ping period per open connection
-    probe_timeout_s: float = 0.5  # an unanswered ping this old ejects the replica
-    stall_min_s: float = 0.25  # an unanswered request older than max(this, stall_factor x peer median) ejects
-    stall_factor: float = 20.0  # ... so a replica far slower than its peers is taken out
-    consecutive_errors: int = 5  # 5xx answers in a row that eject a replica
-    base_ejection_s: float = 1.0  # first ejection; doubles for each repeated ejection
-    max_ejection_s: float = 30.0  # longest ejection
-    max_ejected_share: float = 0.5  # never eject more than this share of a deployment's replicas
-    retry_ratio: float = 0.2  # retry budget: retries per request over the window
-    retry_min_per_s: float = 10.0  # retry budget floor
-    retry_window_s: float = 10.0  # retry budget window
+BUSY = "busy"
+SERVER_ERROR = "server_error"
+NO_REPLICA = "no_replica"  # the version lost its usable replicas while the request waited
+_NOTHING: frozenset = frozenset()
 
 
-class RouterObserver:
-    """Hooks for metrics and logs; the default does nothing."""
+class _Request:
+    """One call's constant inputs, and the replicas it should not be sent to again (made on the first failure)."""
 
-    def retried(self, app: str, deployment: str, reason: str) -> None: ...
-    def ejected(self, replica_id: str, reason: str) -> None: ...
-    def readmitted(self, replica_id: str) -> None: ...
-    def mirrored(self, app: str, deployment: str, version: str, status: int, seconds: float) -> None: ...
-    def pin_ignored(self, app: str, deployment: str) -> None: ...
-    def fell_back(self, app: str, deployment: str, wanted: str, used: str) -> None: ...
+    __slots__ = ("body", "request_id", "path", "idempotent", "deadline_ms", "deadline", "excluded")
 
+    def __init__(self, body: bytes, request_id: bytes, path: bytes, idempotent: bool, deadline_ms: int,
+                 deadline: float) -> None:
+        self.body = body
+        self.request_id = request_id
+        self.path = path
+        self.idempotent = idempotent
+        self.deadline_ms = deadline_ms  # sent to the replica
+        self.deadline = deadline  # clock time
+        self.excluded: set[str] | None = None
 
-@dataclass(frozen=True, slots=True)
-class CallResult:
-    status: int  # replica status (200, 400, 500)
-    body: bytes  # JSON body from the replica
-    version: str  # version that answered
-    replica_id: str  # replica that answered
-    attempts: int  # 1 + retries
-
-
-class _Retry(Exception):
-    """One attempt failed in a way another replica may fix."""
-
-    def __init__(self, reason: str, sent: bool, result: CallResult | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.sent = sent  # the request may have run: retry only if idempotent
-        self.result = result  # an answer to return if no retry happens
+    def exclude(self, replica_id: str) -> None:
+        if self.excluded is None:
+            self.excluded = set()
+        self.excluded.add(replica_id)
 
 
 def _wake(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
-
-
-class _VersionView:
-    __slots__ = ("name", "weight", "mirror_percent", "slots", "queue", "stall_after")
-
-    def __init__(self, name, weight, mirror_percent, slots, queue) -> None:
-        self.name = name
-        self.weight = weight
-        self.mirror_percent = mirror_percent
-        self.slots: list[ReplicaSlot] = slots
-        self.queue: _WaitQueue = queue
-        self.stall_after: float | None = None  # set by the monitor from peer latencies
-
-
-class _DeploymentView:
-    __slots__ = ("route", "versions", "weights", "by_name", "mirrors", "budget")
-
-    def __init__(self, route: DeploymentRoute, versions: list[_VersionView], budget: RetryBudget) -> None:
-        self.route = route
-        self.versions = versions
-        self.weights = tuple((v.name, v.weight) for v in versions)
-        self.by_name = {v.name: v for v in versions}
-        self.mirrors = tuple(v for v in versions if v.mirror_percent > 0)
-        self.budget = budget
-
-    def all_slots(self):
-        return [s for v in self.versions for s in v.slots]
-
-
-class _WaitQueue:
-    __slots__ = ("waiters",)
-
-    def __init__(self) -> None:
-        self.waiters: deque[asyncio.Future] = deque()
-
-    def wake_one(self) -> None:
-        waiters = self.waiters
-        while waiters:
-            future = waiters.popleft()
-            if not future.done():
-                future.set_result(None)
-                return
-
-    def wake_all(self) -> None:
-        while self.waiters:
-            future = self.waiters.popleft()
-            if not future.done():
-                future.set_result(None)
 
 
 class Router:
@@ -149,68 +93,58 @@ class Router:
         self.observer = observer or RouterObserver()
         self._connection_factory = connection_factory
         self.table = RoutingTable(version=0)
-        self._views: dict[tuple[str, str], _DeploymentView] = {}
+        self.views: dict[tuple[str, str], DeploymentView] = {}
         self._slots: dict[str, ReplicaSlot] = {}
-        self._queues: dict[tuple[str, str, str], _WaitQueue] = {}
+        self._queues: dict[tuple[str, str, str], WaitQueue] = {}
         self._budgets: dict[tuple[str, str], RetryBudget] = {}
         self._queued: dict[tuple[str, str], int] = {}
+        self.health = HealthMonitor(self)
         self._monitor: asyncio.Task | None = None
-        self._background: set[asyncio.Task] = set()
+        self.background: set[asyncio.Task] = set()  # probes and mirror copies
         self.ejections: deque[dict] = deque(maxlen=256)  # recent ejections, for status and tests
-        self._in_probation = 0  # replicas ejected and not yet readmitted (recounted by the monitor)
-        self._retired: set[ReplicaSlot] = set()  # gone from the table, calls still in flight
+        self.in_probation = 0  # replicas ejected and not yet readmitted (recounted by the monitor)
+        self.retired: set[ReplicaSlot] = set()  # gone from the table, calls still in flight
 
     # -- table ------------------------------------------------------------------------------------
     def update_table(self, table: RoutingTable) -> None:
         """Swap in a new table. Replicas that left are closed once their in-flight requests finish."""
         if table.version <= self.table.version and self.table.version:
             return
-        slots: dict[str, ReplicaSlot] = {}
-        views: dict[tuple[str, str], _DeploymentView] = {}
-        for key, route in table.deployments.items():
-            versions = []
-            for version in route.versions:
-                version_slots = []
-                for info in version.replicas:
-                    slot = self._slots.get(info.replica_id)
-                    if slot is None:
-                        slot = ReplicaSlot(info=info)
-                    else:
-                        slot.info = info
-                    slots[info.replica_id] = slot
-                    version_slots.append(slot)
-                queue = self._queues.setdefault((route.app, route.name, version.name), _WaitQueue())
-                versions.append(_VersionView(version.name, version.weight, version.mirror_percent,
-                                             version_slots, queue))
-            budget = self._budgets.get(key)
-            if budget is None:
-                budget = self._budgets[key] = RetryBudget(self.policy.retry_ratio, self.policy.retry_min_per_s,
-                                                          self.policy.retry_window_s, self.clock)
-            views[key] = _DeploymentView(route, versions, budget)
+        policy = self.policy
+        views, slots = build_views(table, self._slots, self._queues, self._budgets, lambda: RetryBudget(
+            policy.retry_ratio, policy.retry_min_per_s, policy.retry_window_s, self.clock))
         for replica_id, slot in self._slots.items():
             if replica_id not in slots:
                 slot.retired = True
                 if slot.in_flight == 0:
-                    if slot.connection is not None:
-                        slot.connection.close()
+                    self._close(slot)
                 else:
-                    self._retired.add(slot)  # its calls still need their deadlines watched
-        self._slots = slots
-        self._views = views
-        self.table = table
+                    self.retired.add(slot)  # its calls still need their deadlines watched
+        self._slots, self.views, self.table = slots, views, table
         for queue in self._queues.values():
             queue.wake_all()
         if self._monitor is None:
-            self._monitor = self.loop.create_task(self._monitor_loop())
+            self._monitor = self.loop.create_task(self.health.run())
 
-    def deployment_view(self, app: str, deployment: str) -> _DeploymentView | None:
-        return self._views.get((app, deployment))
+    def deployment_view(self, app: str, deployment: str) -> DeploymentView | None:
+        return self.views.get((app, deployment))
 
     def slots(self) -> list[ReplicaSlot]:
         return list(self._slots.values())
 
+    def connection(self, slot: ReplicaSlot, fresh: bool = False) -> ReplicaConnection:
+        """The slot's open connection, or a new one (not yet opened: the first request or ping opens it)."""
+        connection = slot.connection
+        if connection is None or connection.closed or fresh:
+            if connection is not None:
+                connection.close()
+            connection = slot.connection = self._connection_factory(
+                self.loop, slot.info.host, slot.info.port, self.table.channel_token, clock=self.clock,
+                connect_timeout_s=self.policy.connect_timeout_s)
+        return connection
+
     # -- calls ------------------------------------------------------------------------------------
-    def choose_version(self, view: _DeploymentView, pinned: str | None, split_key: str | None) -> _VersionView:
+    def choose_version(self, view: DeploymentView, pinned: str | None, split_key: str | None) -> VersionView:
         if pinned is not None:
             if view.route.allow_pinning:
                 version = view.by_name.get(pinned)
@@ -229,7 +163,7 @@ class Router:
                    method: str = "POST", pinned: str | None = None, split_key: str | None = None,
                    timeout_s: float | None = None) -> CallResult:
         """Call one replica of the deployment and return its answer; raise a RaygateError otherwise."""
-        view = self._views.get((app, deployment))
+        view = self.views.get((app, deployment))
         if view is None:
             raise RouteNotFound(f"no deployment {deployment!r} in app {app!r}")
         route = view.route
@@ -237,323 +171,228 @@ class Router:
         if pinned is None or not route.allow_pinning:
             version = self._live_version(view, version)
         if view.mirrors:
-            self._mirror(view, version, body, request_id, path)
+            mirror(self, view, version, body, request_id, path)
         timeout = route.request_timeout_s if timeout_s is None else timeout_s
         idempotent = route.idempotent if route.idempotent is not None else method in ("GET", "HEAD")
         view.budget.record_request()
-        deadline = self.loop.time() + timeout  # every wait below ends by then (timers on its futures)
+        request = _Request(body, request_id, path, idempotent, int(timeout * 1000), self.clock() + timeout)
         try:
-            return await self._call_version(view, version, body, request_id, path, idempotent,
-                                            int(timeout * 1000), deadline)
+            return await self._call_version(view, version, request)
         except DeadlineReached:
             raise DeadlineExceeded(f"no answer from deployment {deployment!r} within {timeout:g}s") from None
 
-    def _live_version(self, view: _DeploymentView, version: _VersionView) -> _VersionView:
+    def _live_version(self, view: DeploymentView, version: VersionView) -> VersionView:
         """The chosen version, or, when none of its replicas can take traffic, another by weight."""
-        if version.slots and not self._in_probation:
+        if version.slots and not self.in_probation:
             return version  # the common case: nothing is ejected anywhere
         now = self.clock()
-        if any(s.ejected_until <= now and not s.probation for s in version.slots):
+        live = [any(usable(s, now) for s in v.slots) for v in view.versions]
+        chosen = view.versions.index(version)
+        index = fallback_version(view.weights, live, chosen, self.rng)
+        if index == chosen:
             return version
-        others = [v for v in view.versions if v is not version and v.weight > 0 and
-                  any(s.ejected_until <= now and not s.probation for s in v.slots)]
-        if not others:
-            return version  # wait for a replica (or the deadline) on the chosen version
-        total = sum(v.weight for v in others)
-        point = self.rng.random() * total
-        for other in others:
-            point -= other.weight
-            if point < 0:
-                break
-        self.observer.fell_back(view.route.app, view.route.name, version.name, other.name)
-        return other
+        used = view.versions[index]
+        self.observer.fell_back(view.route.app, view.route.name, version.name, used.name)
+        return used
 
-    async def _call_version(self, view: _DeploymentView, version: _VersionView, body, request_id, path,
-                            idempotent: bool, deadline_ms: int, deadline: float) -> CallResult:
-        route = view.route
-        excluded: set[str] = set()
-        attempts = 0
-        retries = 0
-        hedge = route.hedge_after_s if idempotent else None
+    async def _call_version(self, view: DeploymentView, version: VersionView, request: _Request) -> CallResult:
+        attempts = retries = 0
+        hedge = hedge_delay(idempotent=request.idempotent, hedge_after_s=view.route.hedge_after_s)
         while True:
             attempts += 1
-            try:
-                if hedge:
-                    result = await self._hedged_attempt(view, version, body, request_id, path, deadline_ms,
-                                                        deadline, excluded, hedge)
-                else:
-                    result = await self._attempt(view, version, body, request_id, path, deadline_ms, deadline,
-                                                 excluded)
-                if attempts == 1:
-                    return result
-                return CallResult(result.status, result.body, result.version, result.replica_id, attempts)
-            except _Retry as failure:
-                if failure.sent:
-                    if not idempotent or retries >= route.max_retries or not view.budget.try_retry():
-                        if failure.result is not None:
-                            return failure.result
-                        raise ReplicaFailed(f"replica failed and the request was not retried: {failure.reason}")
-                    retries += 1
-                    self.observer.retried(route.app, route.name, failure.reason)
-                current = self._views.get((route.app, route.name))
-                if current is None:
-                    raise RouteNotFound(f"deployment {route.name!r} of app {route.app!r} was removed") from None
-                view = current
-                version = view.by_name.get(version.name) or version
-                version = self._live_version(view, version)
+            if hedge is None:
+                outcome = await self._attempt(view, version, request)
+            else:
+                outcome = await race(self._attempt(view, version, request),
+                                     partial(self._attempt, view, version, request, True), hedge)
+            if type(outcome) is CallResult:  # the fast path: answered
+                return outcome if attempts == 1 else _with_attempts(outcome, attempts)
+            route = view.route
+            decision = decide_retry(outcome, idempotent=request.idempotent, retries=retries,
+                                    max_retries=route.max_retries, budget_allows=view.budget.allows())
+            if decision is Decision.RETURN:
+                return _with_attempts(outcome.result, attempts)
+            if decision is Decision.FAIL:
+                raise ReplicaFailed(f"replica failed and the request was not retried: {outcome.failure}")
+            if outcome.sent:
+                retries += 1
+                view.budget.spend()
+                self.observer.retried(route.app, route.name, outcome.failure)
+            elif outcome.failure == BUSY:
+                await self._after_busy(version, request)
+            view, version = self._current(view, version)
+            version = self._live_version(view, version)
 
-    async def _attempt(self, view: _DeploymentView, version: _VersionView, body, request_id, path, deadline_ms,
-                       deadline: float, excluded: set[str]) -> CallResult:
-        slot = choose_replica(version.slots, view.route.max_ongoing_requests, self.clock(), self.rng, excluded)
+    async def _after_busy(self, version: VersionView, request: _Request) -> None:
+        """Every replica of the version answered BUSY: let them all be tried again after a short pause."""
+        if all(s.replica_id in request.excluded for s in version.slots):
+            request.excluded.clear()
+            if self.clock() + self.policy.busy_backoff_s >= request.deadline:
+                raise DeadlineReached()
+            await asyncio.sleep(self.policy.busy_backoff_s)
+
+    def _current(self, view: DeploymentView, version: VersionView) -> tuple[DeploymentView, VersionView]:
+        """The deployment's view in the table now (it may have been swapped while the request waited)."""
+        route = view.route
+        current = self.views.get((route.app, route.name))
+        if current is None:
+            raise RouteNotFound(f"deployment {route.name!r} of app {route.app!r} was removed")
+        return current, current.by_name.get(version.name) or version
+
+    async def _attempt(self, view: DeploymentView, version: VersionView, request: _Request,
+                       hedging: bool = False) -> CallResult | Attempt:
+        """One try on one replica: its answer (a CallResult), or an Attempt saying why another may do better."""
+        excluded = request.excluded or _NOTHING
+        if hedging:  # not the replicas the first copy may be waiting on
+            excluded = excluded | {s.replica_id for s in version.slots if s.connection and s.connection.pending}
+        route = view.route
+        slot = choose_replica(version.slots, route.max_ongoing_requests, self.clock(), self.rng, excluded)
         if slot is None:
-            slot = await self._acquire(view, version, excluded, deadline)
+            slot = await self._acquire(view, version, request, excluded)
+            if slot is None:  # the version lost its last usable replica while we waited: another one serves
+                return Attempt(None, NO_REPLICA, False)
         else:
             slot.in_flight += 1
-        connection = slot.connection
-        if connection is None or connection.closed:
-            connection = slot.connection = self._connection_factory(
-                self.loop, slot.info.host, slot.info.port, self.table.channel_token)
         started = self.clock()
         try:
-            status, answer = await connection.request(request_id, path, body, deadline_ms, deadline)
+            status, answer = await self.connection(slot).request(
+                request.request_id, request.path, request.body, request.deadline_ms, request.deadline)
         except ReplicaUnreachable:
-            self._eject(view, slot, "unreachable")
-            excluded.add(slot.replica_id)
-            raise _Retry("unreachable", sent=False) from None
+            return self._lost(view, slot, request, UNREACHABLE, sent=False)
         except ReplicaConnectionLost:
-            self._eject(view, slot, "connection_lost")
-            excluded.add(slot.replica_id)
-            raise _Retry("connection_lost", sent=True) from None
+            return self._lost(view, slot, request, CONNECTION_LOST, sent=True)
         finally:
-            self._release(version, slot)
+            self.release(version, slot)
         if status in RETRYABLE_STATUSES:
-            excluded.add(slot.replica_id)
-            if all(s.replica_id in excluded for s in version.slots):
-                excluded.clear()
-                if self.loop.time() + 0.002 >= deadline:
-                    raise DeadlineReached()
-                await asyncio.sleep(0.002)
-            raise _Retry("busy", sent=False)
+            request.exclude(slot.replica_id)
+            return Attempt(None, BUSY, False, slot.replica_id)
         elapsed = self.clock() - started
         slot.latency = elapsed if slot.latency == 0.0 else 0.9 * slot.latency + 0.1 * elapsed
         result = CallResult(status, answer, version.name, slot.replica_id, 1)
         if status >= STATUS_USER_ERROR:
-            slot.consecutive_failures += 1
-            if slot.consecutive_failures >= self.policy.consecutive_errors and all(
-                    peer.consecutive_failures == 0 for peer in version.slots if peer is not slot):
-                self._eject(view, slot, "errors")  # an outlier: its peers answer the same traffic fine
-            excluded.add(slot.replica_id)
-            if len(version.slots) > 1 and len(excluded) < len(version.slots):
-                raise _Retry("server_error", sent=True, result=result)  # another replica may answer
-            return result
+            return self._server_error(view, version, slot, request, result)
         slot.consecutive_failures = 0
         return result
 
-    async def _hedged_attempt(self, view, version, body, request_id, path, deadline_ms, deadline, excluded,
-                              hedge_after_s: float) -> CallResult:
-        """Send to one replica; if it has not answered after `hedge_after_s`, also to another; first wins."""
-        first = self.loop.create_task(self._attempt(view, version, body, request_id, path, deadline_ms, deadline,
-                                                    excluded))
-        done, _ = await asyncio.wait({first}, timeout=hedge_after_s)
-        if done:
-            return first.result()
-        hedged = set(excluded) | {s.replica_id for s in version.slots if s.in_flight and s.connection
-                                  and s.connection.pending}
-        second = self.loop.create_task(self._attempt(view, version, body, request_id, path, deadline_ms, deadline,
-                                                     hedged))
-        pending = {first, second}
-        error: BaseException | None = None
-        try:
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task.exception() is None:
-                        return task.result()
-                    error = task.exception()
-            raise error
-        finally:
-            for task in pending:
-                task.cancel()
+    def _lost(self, view: DeploymentView, slot: ReplicaSlot, request: _Request, reason: str, sent: bool) -> Attempt:
+        self.eject(view, slot, reason)
+        request.exclude(slot.replica_id)
+        return Attempt(None, reason, sent, slot.replica_id)
 
-    async def _acquire(self, view: _DeploymentView, version: _VersionView, excluded: set[str],
-                       deadline: float) -> ReplicaSlot:
-        route = view.route
-        key = (route.app, route.name)
-        loop = self.loop
+    def _server_error(self, view: DeploymentView, version: VersionView, slot: ReplicaSlot, request: _Request,
+                      result: CallResult) -> CallResult | Attempt:
+        """A 5xx answer: count it against the replica; worth another replica while one is left untried."""
+        slot.consecutive_failures += 1
+        peers = (peer.consecutive_failures for peer in version.slots if peer is not slot)
+        if errors_outlier(slot.consecutive_failures, peers, self.policy):
+            self.eject(view, slot, ERRORS)  # an outlier: its peers answer the same traffic fine
+        request.exclude(slot.replica_id)
+        now, excluded = self.clock(), request.excluded
+        if any(usable(peer, now) and peer.replica_id not in excluded for peer in version.slots):
+            return Attempt(result, SERVER_ERROR, True, slot.replica_id)
+        return result
+
+    async def _acquire(self, view: DeploymentView, version: VersionView, request: _Request,
+                       excluded: set | frozenset) -> ReplicaSlot | None:
+        """Wait for a replica of the version with room (bounded by max_queued_requests and the deadline); None
+        when the version has no usable replica left and another version does (the caller falls back to it)."""
+        key = (view.route.app, view.route.name)
         while True:
-            now = self.clock()
+            route, now = view.route, self.clock()
             slot = choose_replica(version.slots, route.max_ongoing_requests, now, self.rng, excluded)
-            if slot is None and excluded and all(s.replica_id in excluded for s in version.slots):
-                excluded.clear()  # every replica failed once: let the live ones be tried again
+            if slot is None and excluded and all(s.replica_id in excluded or not usable(s, now)
+                                                 for s in version.slots):
+                excluded = _NOTHING  # every usable replica failed once: let them be tried again
+                if request.excluded:
+                    request.excluded.clear()
                 slot = choose_replica(version.slots, route.max_ongoing_requests, now, self.rng)
             if slot is not None:
                 slot.in_flight += 1
                 return slot
-            if loop.time() >= deadline:
+            if self._elsewhere(view, version, now):
+                return None
+            if now >= request.deadline:
                 if not version.slots:
                     raise NoReplicas(f"version {version.name!r} of deployment {route.name!r} has no live replica")
                 raise DeadlineReached()
             queued = self._queued.get(key, 0)
             if queued >= route.max_queued_requests:
                 raise Overloaded(f"deployment {route.name!r} is at capacity: {queued} requests already queued")
-            future = loop.create_future()
-            version.queue.waiters.append(future)
-            self._queued[key] = queued + 1
-            if any(s.ejected_until > now or s.probation for s in version.slots):
-                # a replica may be readmitted before anyone frees a slot: look again soon
-                timer = loop.call_at(min(deadline, loop.time() + 0.05), _wake, future)
-            else:
-                timer = loop.call_at(deadline, _wake, future)
-            try:
-                await future
-            finally:
-                timer.cancel()
-                self._queued[key] -= 1
-                if not future.done():
-                    future.cancel()  # so a wake-up is never spent on a waiter that left
-            current = self._views.get(key)
+            wait_s = request.deadline - now
+            if any(not usable(s, now) for s in version.slots):
+                wait_s = min(wait_s, self.policy.requeue_check_s)  # an ejected replica may come back first
+            await self._queue_wait(key, version.queue, queued, wait_s)
+            current = self.views.get(key)
             if current is not None and version.name in current.by_name:
                 view, version = current, current.by_name[version.name]
 
-    def _release(self, version: _VersionView, slot: ReplicaSlot) -> None:
+    @staticmethod
+    def _elsewhere(view: DeploymentView, version: VersionView, now: float) -> bool:
+        """No usable replica in `version`, and one in another version with traffic: wait there, not here."""
+        if any(usable(s, now) for s in version.slots):
+            return False
+        return any(v.weight > 0 and any(usable(s, now) for s in v.slots) for v in view.versions if v is not version)
+
+    async def _queue_wait(self, key: tuple[str, str], queue: WaitQueue, queued: int, wait_s: float) -> None:
+        future = self.loop.create_future()
+        queue.waiters.append(future)
+        self._queued[key] = queued + 1
+        timer = self.loop.call_later(wait_s, _wake, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
+            self._queued[key] -= 1
+            if not future.done():
+                future.cancel()  # so a wake-up is never spent on a waiter that left
+
+    def release(self, version: VersionView, slot: ReplicaSlot) -> None:
+        """A call on `slot` finished: wake one waiter, or close a retired replica's last connection."""
         slot.in_flight -= 1
         if slot.retired:
             if slot.in_flight == 0:
-                self._retired.discard(slot)
-                if slot.connection is not None:
-                    slot.connection.close()
+                self.retired.discard(slot)
+                self._close(slot)
             return
         version.queue.wake_one()
 
-    # -- mirroring --------------------------------------------------------------------------------
-    def _mirror(self, view: _DeploymentView, primary: _VersionView, body, request_id, path) -> None:
-        """Copy the request to mirror versions; their answers are dropped and never delay the primary."""
-        for version in view.mirrors:
-            if version is primary or self.rng.random() * 100 >= version.mirror_percent:
-                continue
-            slot = choose_replica(version.slots, view.route.max_ongoing_requests, self.clock(), self.rng)
-            if slot is None:
-                self.observer.mirrored(view.route.app, view.route.name, version.name, 0, 0.0)  # dropped
-                continue
-            slot.in_flight += 1
-            task = self.loop.create_task(self._send_mirror(view, version, slot, body, request_id, path))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _send_mirror(self, view, version, slot, body, request_id, path) -> None:
-        started = self.clock()
-        status = 0
-        try:
-            connection = slot.connection
-            if connection is None or connection.closed:
-                connection = slot.connection = self._connection_factory(
-                    self.loop, slot.info.host, slot.info.port, self.table.channel_token)
-            async with asyncio.timeout(view.route.request_timeout_s):
-                status, _ = await connection.request(request_id + b"-mirror", path, body)
-        except (ReplicaUnreachable, ReplicaConnectionLost, TimeoutError):
-            status = 502
-        finally:
-            self._release(version, slot)
-            self.observer.mirrored(view.route.app, view.route.name, version.name, status,
-                                   self.clock() - started)
-
-    # -- ejection and health ------------------------------------------------------------------------
-    def _eject(self, view: _DeploymentView, slot: ReplicaSlot, reason: str) -> bool:
-        """Take a replica out of choice (capped per deployment); it comes back after a passing probe."""
+    # -- ejection ---------------------------------------------------------------------------------
+    def eject(self, view: DeploymentView, slot: ReplicaSlot, reason: str) -> bool:
+        """Take a replica out of choice, if the cap allows (see ejection.py); True when it is out."""
         now = self.clock()
-        if slot.ejected_until > now or slot.probation:
+        if not usable(slot, now):
             return True
         slots = view.all_slots()
-        ejected = sum(1 for s in slots if s.ejected_until > now or s.probation)
-        if ejected + 1 > int(len(slots) * self.policy.max_ejected_share) and not (
-                reason in ("unreachable", "connection_lost") and len(slots) > 1):
-            return False  # the cap: a bad probe or a deployment-wide problem must not empty it
-        slot.ejections += 1
-        duration = min(self.policy.max_ejection_s, self.policy.base_ejection_s * 2 ** (slot.ejections - 1))
-        slot.ejected_until = now + duration
-        slot.probation = True
-        self._in_probation += 1
-        slot.ejected_at = now
+        ejection = decide_ejection(reason, in_a_row=slot.ejections, last_until=slot.ejected_until,
+                                   ejected=sum(1 for s in slots if not usable(s, now)), total=len(slots), now=now,
+                                   policy=self.policy)
+        if ejection is None:
+            return False
+        slot.ejections, slot.ejected_until, slot.probation = ejection.in_a_row, ejection.until, True
+        self.in_probation += 1
         self.ejections.append({"replica_id": slot.replica_id, "reason": reason, "at": time.time(),
-                               "for_s": duration})
+                               "for_s": ejection.duration_s})
         self.observer.ejected(slot.replica_id, reason)
+        version = view.by_name.get(slot.info.version)
+        if version is not None:
+            version.queue.wake_all()  # its waiters look again: another replica, or another version
+        connection = slot.connection
+        if connection is not None and connection.pending and closes_connection(reason, view.route.idempotent):
+            connection.close()  # its in-flight calls fail now and are retried elsewhere
         return True
 
-    async def _monitor_loop(self) -> None:
-        """Stalled requests, unanswered pings and re-admission after ejection; never dies."""
-        policy = self.policy
-        while True:
-            try:
-                await asyncio.sleep(policy.monitor_interval_s)
-                self._monitor_once(self.clock())
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a monitoring bug must not stop routing
-                continue
-
-    def _monitor_once(self, now: float) -> None:
-        policy = self.policy
-        loop_now = self.loop.time()
-        for slot in (*self._slots.values(), *self._retired):
-            if slot.connection is not None and not slot.connection.closed:
-                slot.connection.expire_overdue(loop_now)  # deadlines of calls in flight
-        self._in_probation = sum(1 for slot in self._slots.values() if slot.probation)
-        for view in self._views.values():
-            for version in view.versions:
-                latencies = sorted(s.latency for s in version.slots if s.latency > 0)
-                median = latencies[len(latencies) // 2] if latencies else None
-                stall_after = max(policy.stall_min_s, policy.stall_factor * median) if median else None
-                for slot in version.slots:
-                    if slot.probation:
-                        if slot.ejected_until <= now and not slot.probing:
-                            slot.probing = True
-                            task = self.loop.create_task(self._probe(slot))
-                            self._background.add(task)
-                            task.add_done_callback(self._background.discard)
-                        continue
-                    if now - slot.ejected_at > 10 * policy.base_ejection_s:
-                        slot.ejections = 0  # behaved for a while: next ejection starts short again
-                    connection = slot.connection
-                    if connection is None or connection.closed or connection.transport is None:
-                        continue
-                    if stall_after is not None and connection.oldest_pending_age(now) > stall_after:
-                        if self._eject(view, slot, "stalled") and view.route.idempotent:
-                            connection.close()  # in-flight requests fail now and are retried elsewhere
-                    elif connection.oldest_ping_age(now) > policy.probe_timeout_s:
-                        if self._eject(view, slot, "probe_timeout"):
-                            connection.close()
-                    elif now - connection.last_ping_at >= policy.probe_interval_s:
-                        connection.send_ping()
-
-    async def _probe(self, slot: ReplicaSlot) -> None:
-        """A fresh connection and one ping: readmit the replica if it answers in time."""
-        try:
-            if slot.connection is not None:
-                slot.connection.close()
-            connection = slot.connection = self._connection_factory(
-                self.loop, slot.info.host, slot.info.port, self.table.channel_token)
-            await connection._connect()
-            connection.send_ping()
-            deadline = self.clock() + self.policy.probe_timeout_s
-            while self.clock() < deadline:
-                await asyncio.sleep(0.01)
-                if connection.last_pong_at:
-                    slot.probation = False
-                    slot.consecutive_failures = 0
-                    self.observer.readmitted(slot.replica_id)
-                    return
-            connection.close()
-            slot.ejected_until = self.clock() + self.policy.base_ejection_s
-        except Exception:
-            slot.ejected_until = self.clock() + self.policy.base_ejection_s
-        finally:
-            slot.probing = False
+    def _close(self, slot: ReplicaSlot) -> None:
+        if slot.connection is not None:
+            slot.connection.close()
 
     def close(self) -> None:
         if self._monitor is not None:
             self._monitor.cancel()
-        for task in list(self._background):
+        for task in list(self.background):
             task.cancel()
         for slot in self._slots.values():
-            if slot.connection is not None:
-                slot.connection.close()
+            self._close(slot)
+
+
+def _with_attempts(result: CallResult, attempts: int) -> CallResult:
+    return CallResult(result.status, result.body, result.version, result.replica_id, attempts)

@@ -13,13 +13,9 @@ import random
 from functools import lru_cache
 from typing import Sequence
 
-__all__ = ["BUCKETS", "bucket_of", "bucket_assignment", "choose_version", "UnknownVersion"]
+__all__ = ["BUCKETS", "bucket_of", "bucket_assignment", "choose_version", "weighted_index", "fallback_version"]
 
 BUCKETS = 10_000
-
-
-class UnknownVersion(LookupError):
-    """A pinned version that the deployment does not have."""
 
 
 def _unit_hash(*parts: str) -> float:
@@ -60,6 +56,11 @@ def choose_version(weights: Sequence[tuple[str, float]], split_key: str | None, 
     if split_key is not None:
         owners = bucket_assignment(tuple(weights))
         return owners[bucket_of(split_key)] if owners else -1
+    return weighted_index(weights, rng)
+
+
+def weighted_index(weights: Sequence[tuple[str, float]], rng: random.Random) -> int:
+    """A random index, each with probability proportional to its weight; -1 when no weight is positive."""
     total = 0.0
     for _, weight in weights:
         total += weight
@@ -71,3 +72,14 @@ def choose_version(weights: Sequence[tuple[str, float]], split_key: str | None, 
         if point < 0 and weight > 0:
             return i
     return max(i for i, (_, w) in enumerate(weights) if w > 0)
+
+
+def fallback_version(weights: Sequence[tuple[str, float]], live: Sequence[bool], chosen: int,
+                     rng: random.Random) -> int:
+    """`chosen` when it has a live replica; else another live version drawn by weight; else `chosen` again (the
+    request waits for it, or for its deadline)."""
+    if live[chosen]:
+        return chosen
+    others = [(name, weight if live[i] and i != chosen else 0.0) for i, (name, weight) in enumerate(weights)]
+    index = weighted_index(others, rng)
+    return chosen if index < 0 else index

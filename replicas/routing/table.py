@@ -40,13 +40,14 @@ class DeploymentRoute:
     app: str  # owning app
     name: str  # deployment name
     versions: tuple[VersionRoute, ...]  # live versions, in spec order
-    max_ongoing_requests: int = 32  # per replica, enforced by the router and by the replica
-    max_queued_requests: int = 256  # per router, waiting for a free replica; beyond: 503
-    request_timeout_s: float = 30.0  # whole-request deadline (504 after it)
-    idempotent: bool | None = None  # None: GET/HEAD only; True: every method may be retried
-    allow_pinning: bool = True  # honour X-Raygate-Version
-    max_retries: int = 3  # attempts after the first on retryable failures
-    hedge_after_s: float | None = None  # idempotent only: a second attempt elsewhere after this long
+    # Every field below comes from the validated spec (deploy/spec.py holds the defaults); none has one here.
+    max_ongoing_requests: int  # per replica, enforced by the router and by the replica
+    max_queued_requests: int  # per router, waiting for a free replica; beyond: 503
+    request_timeout_s: float  # whole-request deadline (504 after it)
+    idempotent: bool | None  # None: GET/HEAD only; True: every method may be retried
+    allow_pinning: bool  # honour X-Raygate-Version
+    max_retries: int  # attempts after the first on retryable failures
+    hedge_after_s: float | None  # idempotent only: a second attempt elsewhere after this long
 
     def version(self, name: str) -> VersionRoute | None:
         for version in self.versions:
@@ -71,10 +72,10 @@ class AppRoute:
 
 @dataclass(frozen=True)
 class RoutingTable:
-    version: int  # strictly increasing per controller lifetime (persisted across restarts)
-    apps: tuple[AppRoute, ...] = ()
+    version: int  # strictly increasing, from the controller's stored counter (0: no table yet)
+    apps: tuple[AppRoute, ...] = ()  # empty only in the version-0 placeholder
     deployments: dict = field(default_factory=dict)  # (app, deployment) -> DeploymentRoute
-    channel_token: bytes = b""  # shared secret for replicas' direct channels
+    channel_token: bytes = b""  # shared secret for replicas' direct channels (proved by HMAC, never sent)
     replica_states: dict = field(default_factory=dict)  # (app, deployment, version) -> {state: count}
     _by_prefix: tuple = field(default=(), init=False, repr=False, compare=False)
 

@@ -28,11 +28,11 @@ from replicas.routing.failures import BadRequest
 from replicas.routing.router import Router
 from replicas.routing.table import (
     AppRoute,
-    DeploymentRoute,
     ReplicaInfo,
     RoutingTable,
     VersionRoute,
 )
+from tests.replicas.tables import route as make_route
 
 TOKEN = b"t0ken"
 
@@ -128,7 +128,7 @@ class Harness:
         return ReplicaInfo(name, "app", "dep", version, "127.0.0.1", server.sockets[0].getsockname()[1])
 
     def table(self, number, versions, **route_options) -> RoutingTable:
-        route = DeploymentRoute("app", "dep", tuple(versions), **route_options)
+        route = make_route(versions, **route_options)
         return RoutingTable(version=number, apps=(AppRoute("app", "/api", "dep"),),
                             deployments={("app", "dep"): route}, channel_token=TOKEN)
 

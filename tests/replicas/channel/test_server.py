@@ -11,7 +11,6 @@ import pytest
 from replicas.callable import ImportPathError, load_callable
 from replicas.channel.client import (
     ReplicaConnection,
-    ReplicaConnectionLost,
     ReplicaUnreachable,
 )
 from replicas.channel.frames import (
@@ -108,12 +107,15 @@ async def test_max_ongoing_is_enforced_and_drain_refuses_new_work():
         core.close()
 
 
-async def test_wrong_token_is_disconnected():
+async def test_wrong_token_is_disconnected_before_anything_is_sent():
+    """A client holding the wrong token fails the challenge: unreachable (the request never left), not lost."""
     core, server, port = await _serve(Model())
     conn = ReplicaConnection(asyncio.get_running_loop(), "127.0.0.1", port, b"wrong")
-    with pytest.raises(ReplicaConnectionLost):
+    with pytest.raises(ReplicaUnreachable):
         await asyncio.wait_for(conn.request(b"r", b"/", b'{"v": 1}'), 5)
+    assert core.processed == 0 and core.refused_connections == 1
     server.close()
+    core.close()
 
 
 async def test_unreachable_replica():

@@ -54,3 +54,15 @@ def test_zero_weight_versions_get_nothing():
     assert all(choose_version(weights, None, rng) == 1 for _ in range(200))
     assert all(choose_version(weights, str(k), rng) == 1 for k in range(200))
     assert choose_version((("v1", 0.0),), None, rng) == -1
+
+
+def test_fallback_keeps_a_live_choice_and_otherwise_draws_by_weight_among_live_versions():
+    from replicas.routing.split import fallback_version
+
+    weights = (("v1", 90.0), ("v2", 10.0), ("v3", 0.0), ("v4", 30.0))
+    rng = random.Random(3)
+    assert fallback_version(weights, [True, True, True, True], 0, rng) == 0
+    drawn = [fallback_version(weights, [False, True, True, True], 0, rng) for _ in range(4000)]
+    assert set(drawn) == {1, 3}  # never the dead one, never a weight-0 version
+    assert 0.2 < drawn.count(1) / len(drawn) < 0.3  # 10 : 30
+    assert fallback_version(weights, [False, False, True, False], 0, rng) == 0  # nothing live to go to

@@ -5,19 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from replicas.routing.router import Router
-from replicas.routing.table import (
-    AppRoute,
-    DeploymentRoute,
-    ReplicaInfo,
-    RoutingTable,
-    VersionRoute,
-)
+from replicas.routing.table import AppRoute, ReplicaInfo, RoutingTable, VersionRoute
+from tests.replicas.tables import route
 
 
 def _table(version: int, replicas: int = 1, prefix: str = "/a") -> RoutingTable:
     infos = tuple(ReplicaInfo(f"r{i}", "app", "dep", "v1", "127.0.0.1", 1000 + i) for i in range(replicas))
     return RoutingTable(version=version, apps=(AppRoute("app", prefix, "dep"),),
-                        deployments={("app", "dep"): DeploymentRoute("app", "dep", (VersionRoute("v1", 1, infos),))})
+                        deployments={("app", "dep"): route((VersionRoute("v1", 1, infos),))})
 
 
 def test_longest_prefix_wins_on_segment_boundaries():
