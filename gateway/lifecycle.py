@@ -119,20 +119,11 @@ def watcher_context(controller, watcher_id: str, on_update=None):
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.get_running_loop().create_task(follow_routing_table(
-            controller, app[ROUTER], on_update=on_update, **_watcher_id_argument(watcher_id)))
+            controller, app[ROUTER], watcher_id=watcher_id, on_update=on_update))
         yield
         await _stop_task(task)
 
     return context
-
-
-def _watcher_id_argument(watcher_id: str) -> dict:
-    """Contract 1 names the watcher; until the router's watcher takes `watcher_id`, it is left out."""
-    import inspect
-
-    from replicas.routing.watcher import follow_routing_table
-
-    return {"watcher_id": watcher_id} if "watcher_id" in inspect.signature(follow_routing_table).parameters else {}
 
 
 def flusher_context(period_s: float):
