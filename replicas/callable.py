@@ -20,6 +20,8 @@ class UserCallable:
     is_async: bool  # True: awaited on the replica's event loop; False: run on worker threads
     instance: Any  # the constructed object for a class, None for a function
     health_check: Callable[[], Any] | None  # the user's own `check_health`, if it defines one
+    wants_path: bool = False  # the class sets `wants_request_path = True`: called as target(payload, path=...)
+    close: Callable[[], Any] | None = None  # the user's own `close`, called once the replica has drained
 
 
 def _resolve(import_path: str) -> Any:
@@ -48,8 +50,11 @@ def load_callable(import_path: str, init_args: tuple = (), init_kwargs: dict | N
             raise ImportPathError(f"import_path {import_path!r}: class {obj.__name__} defines no __call__")
         target = instance.__call__
         health = getattr(instance, "check_health", None)
+        close = getattr(instance, "close", None)
         return UserCallable(target=target, is_async=inspect.iscoroutinefunction(target), instance=instance,
-                            health_check=health if callable(health) else None)
+                            health_check=health if callable(health) else None,
+                            wants_path=bool(getattr(instance, "wants_request_path", False)),
+                            close=close if callable(close) else None)
     if callable(obj):
         if init_args or init_kwargs:
             raise ImportPathError(f"import_path {import_path!r} is a function; it takes no init_args/init_kwargs")

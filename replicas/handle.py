@@ -12,7 +12,6 @@ import os
 
 import orjson
 
-from replicas.channel.frames import STATUS_OK
 from replicas.context import ReplicaContext, get_replica_context
 from replicas.routing.failures import RaygateError
 
@@ -78,7 +77,7 @@ class DeploymentHandle:
                                        method=method, pinned=version, split_key=split_key)
         except RaygateError as exc:
             raise DeploymentCallError(exc.status, exc.message) from None
-        if result.status != STATUS_OK:
+        if not 200 <= result.status <= 299:  # a Reply may choose another success status
             raise DeploymentCallError(result.status, result.body)
         return orjson.loads(result.body)
 

@@ -12,6 +12,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import structlog
+
 from replicas.callable import load_callable
 from replicas.channel.server import ChannelLimits, ChannelServerProtocol, ReplicaCore
 from replicas.context import ReplicaContext, set_replica_context
@@ -105,5 +107,12 @@ class Replica:
         self._on_loop(rotate(), 5.0)
 
     def drain(self, timeout_s: float = 10.0) -> bool:
-        """Stop taking requests and wait for the running ones; True when everything finished."""
-        return self._on_loop(self.core.drain(timeout_s), timeout_s + 5)
+        """Stop taking requests and wait for the running ones, then let the user's code release what it holds
+        (its `close`, if it has one: an allocator returns its budget lease); True when everything finished."""
+        finished = self._on_loop(self.core.drain(timeout_s), timeout_s + 5)
+        if self.user.close is not None:
+            try:
+                self.user.close()
+            except Exception as exc:  # the replica stops anyway; say why its resources may linger
+                structlog.get_logger("raygate.replica").warning("user_close_failed", error=repr(exc))
+        return finished

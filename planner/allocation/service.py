@@ -35,6 +35,7 @@ from planner.allocation.requests import parse_decision, parse_feedback
 from planner.allocation.samples import SampleStore
 from planner.allocation.scenario import ScenarioSpec
 from planner.store import DualPriceReader, DualPrices, DualPriceStore
+from replicas import Reply
 
 __all__ = ["Allocator"]
 
@@ -151,10 +152,10 @@ class Allocator:
             self._value_scale = float(prices.plan.get("value_scale", 0.0))
 
     # -- requests -----------------------------------------------------------------------------------
-    def __call__(self, payload, path: str | None = None) -> dict:
+    def __call__(self, payload, path: str | None = None) -> dict | Reply:
         """Dispatch on the request path: `.../feedback` -> feedback, anything else -> a decision."""
         if path and path.rstrip("/").endswith("/feedback"):
-            return self.feedback(payload)
+            return Reply(self.feedback(payload), status=202)  # accepted: learnt asynchronously to decisions
         return self.decide(payload)
 
     def decide(self, payload) -> dict:

@@ -26,7 +26,7 @@ __all__ = [
     "KIND_PONG", "KIND_CHALLENGE", "KIND_WELCOME", "encode_ping", "encode_pong", "encode_challenge", "encode_welcome",
     "hello_answer", "NONCE_BYTES", "HELLO_FRAME_BYTES", "REQUEST_OVERHEAD_BYTES", "request_frame_limit",
     "STATUS_OK", "STATUS_BAD_REQUEST", "STATUS_USER_ERROR", "STATUS_BUSY", "STATUS_DRAINING",
-    "STATUS_NOT_FOUND", "STATUS_TIMEOUT", "RETRYABLE_STATUSES", "MAX_FRAME_BYTES",
+    "STATUS_NOT_FOUND", "STATUS_NON_FINITE", "STATUS_TIMEOUT", "RETRYABLE_STATUSES", "MAX_FRAME_BYTES",
     "encode_request", "encode_response", "encode_hello", "FrameDecoder", "FrameError",
 ]
 
@@ -48,6 +48,7 @@ KIND_WELCOME: Final = 7  # replica -> client: the hello was accepted
 STATUS_OK: Final = 200
 STATUS_BAD_REQUEST: Final = 400  # the body is not valid JSON; never retried
 STATUS_NOT_FOUND: Final = 404
+STATUS_NON_FINITE: Final = 422  # the model answered NaN or infinity somewhere in its result; never retried
 STATUS_USER_ERROR: Final = 500  # the user's code raised; never retried
 STATUS_BUSY: Final = 529  # replica at max_ongoing_requests: nothing ran, try another
 STATUS_DRAINING: Final = 530  # replica is draining: nothing ran, try another

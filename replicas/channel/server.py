@@ -33,6 +33,7 @@ from replicas.channel.frames import (
     STATUS_BAD_REQUEST,
     STATUS_BUSY,
     STATUS_DRAINING,
+    STATUS_NON_FINITE,
     STATUS_OK,
     STATUS_USER_ERROR,
     FrameError,
@@ -45,7 +46,7 @@ from replicas.channel.frames import (
     request_frame_limit,
 )
 from replicas.channel.protocol import FramedProtocol
-from replicas.user_errors import BadInput
+from replicas.user_errors import BadInput, Reply
 
 __all__ = ["ReplicaCore", "ChannelServerProtocol", "ChannelLimits", "ChannelTokens"]
 
@@ -96,13 +97,41 @@ def _error_body(code: str, message: str, request_id: bytes) -> bytes:
                                    "request_id": request_id.decode("utf-8", "replace")}})
 
 
+def _non_finite_path(value: Any, path: str = "$") -> str | None:
+    """The JSON path of the first float that is NaN or infinite (orjson would write it as null), else None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _non_finite_path(item, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _non_finite_path(item, f"{path}[{index}]")
+            if found:
+                return found
+    elif hasattr(value, "dtype") and hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _non_finite_path(value.tolist(), path)
+    return None
+
+
 def _answer(call_id: int, request_id: bytes, result: Any = None, error: Exception | None = None) -> tuple[bytes, bool]:
     """The response frame for one call's outcome, and whether it counts as a failure (the only error mapping)."""
     if error is None:
+        status = STATUS_OK
+        if isinstance(result, Reply):
+            status, result = result.status, result.body
         try:
-            return encode_response(call_id, STATUS_OK, orjson.dumps(result)), False
+            body = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
         except TypeError as exc:  # the result is not JSON-serialisable: the user's code is at fault
             error = exc
+        else:
+            where = _non_finite_path(result) if b"null" in body else None  # NaN/inf become null in JSON
+            if where is None:
+                return encode_response(call_id, status, body), False
+            return encode_response(call_id, STATUS_NON_FINITE, _error_body(
+                "non_finite_result", f"the model's result is not finite at {where}", request_id)), False
     if isinstance(error, _BadBody):
         return encode_response(call_id, STATUS_BAD_REQUEST, _error_body("bad_request", str(error), request_id)), True
     if isinstance(error, BadInput):
@@ -150,7 +179,7 @@ class ReplicaCore:
 
     def submit(self, conn: "ChannelServerProtocol", call_id: int, payload: bytes) -> None:
         """Admit one request frame. FrameError (the caller closes the connection) before anything is counted."""
-        _, request_id, _, body = decode_request(payload)
+        _, request_id, path, body = decode_request(payload)
         if self.draining or self.in_flight >= self.max_ongoing:
             self.rejected += 1
             conn.send(encode_response(call_id, STATUS_DRAINING if self.draining else STATUS_BUSY, b""))
@@ -158,14 +187,14 @@ class ReplicaCore:
         self.in_flight += 1
         self._idle.clear()
         if self.user.is_async:
-            self.loop.create_task(self._run_async(conn, call_id, request_id, body))
+            self.loop.create_task(self._run_async(conn, call_id, request_id, path, body))
             return
         if self._call_seconds >= _BATCH_BELOW_S:
-            self._executor.submit(self._run_batch, [(conn, call_id, request_id, body)])
+            self._executor.submit(self._run_batch, [(conn, call_id, request_id, path, body)])
             return
         if not self._batch:
             self.loop.call_soon(self._dispatch_batch)
-        self._batch.append((conn, call_id, request_id, body))
+        self._batch.append((conn, call_id, request_id, path, body))
 
     def _dispatch_batch(self) -> None:
         batch, self._batch = self._batch, []
@@ -173,23 +202,31 @@ class ReplicaCore:
             self._executor.submit(self._run_batch, batch)
 
     # -- execution ----------------------------------------------------------------------------------
-    def _call_sync(self, call_id: int, request_id: bytes, body: bytes) -> tuple[bytes, bool]:
+    def _invoke(self, path: bytes, body: bytes):
+        """Call the user's target with the parsed body (and the request path, where it asks for it)."""
+        user = self.user
+        if user.wants_path:
+            return user.target(_parse(body), path=path.decode("utf-8", "replace"))
+        return user.target(_parse(body))
+
+    def _call_sync(self, call_id: int, request_id: bytes, path: bytes, body: bytes) -> tuple[bytes, bool]:
         try:
-            result = self.user.target(_parse(body))
+            result = self._invoke(path, body)
         except Exception as exc:  # the user's code failed (or the body did): answer, keep serving
             return _answer(call_id, request_id, error=exc)
         return _answer(call_id, request_id, result)
 
     def _run_batch(self, batch: list) -> None:
         started = time.perf_counter()
-        out = [(conn, *self._call_sync(call_id, request_id, body)) for conn, call_id, request_id, body in batch]
+        out = [(conn, *self._call_sync(call_id, request_id, path, body))
+               for conn, call_id, request_id, path, body in batch]
         per_call = (time.perf_counter() - started) / len(batch)
         self._call_seconds = 0.8 * self._call_seconds + 0.2 * per_call
         self.loop.call_soon_threadsafe(self._deliver, out)
 
-    async def _run_async(self, conn, call_id: int, request_id: bytes, body: bytes) -> None:
+    async def _run_async(self, conn, call_id: int, request_id: bytes, path: bytes, body: bytes) -> None:
         try:
-            frame, failed = _answer(call_id, request_id, await self.user.target(_parse(body)))
+            frame, failed = _answer(call_id, request_id, await self._invoke(path, body))
         except Exception as exc:
             frame, failed = _answer(call_id, request_id, error=exc)
         self._deliver([(conn, frame, failed)])

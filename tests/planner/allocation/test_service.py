@@ -100,7 +100,9 @@ def test_feedback_is_dispatched_by_path_and_teaches_calibration(redis_client):
         alloc(request(coupon_a=1.5))  # calibration on: values are probabilities
     for i in range(60):
         alloc(request(user=f"u{i}", coupon_b=0.6))
-        got = alloc({"user": f"u{i}", "item": "coupon_b", "outcome": 0}, path="/allocate/coupons/feedback")
+        reply = alloc({"user": f"u{i}", "item": "coupon_b", "outcome": 0}, path="/allocate/coupons/feedback")
+        assert reply.status == 202
+        got = reply.body
         assert got == {"accepted": True, "learned": True}
     assert alloc.calibration.apply(["coupon_b"], np.array([0.6]))[0] < 0.3
     assert alloc.metrics()["calibration"]["count"] == 60

@@ -150,3 +150,53 @@ async def test_bad_input_from_user_code_answers_400_and_is_not_an_error():
     conn.close()
     server.close()
     core.close()
+
+
+class _Answers:
+    """User code that answers what the request asks for: a status of its choosing, a non-finite value, its path."""
+
+    wants_request_path = True
+
+    def __call__(self, payload, path=None):
+        from replicas import Reply
+
+        if payload.get("accept"):
+            return Reply({"queued": True}, status=202)
+        if "value" in payload:
+            return {"nested": [1.0, {"y": float(payload["value"])}]}
+        return {"path": path}
+
+
+async def test_reply_status_non_finite_results_and_the_request_path():
+    """`Reply(status=202)` answers 202; a NaN/inf anywhere in the result is a 422 naming its JSON path (not a 200
+    with null, and not a failure that counts against the replica); code that asks for it receives the path."""
+    user = load_callable(f"{__name__}:_Answers")
+    assert user.wants_path
+    loop = asyncio.get_running_loop()
+    core = ReplicaCore(loop, user, 8, TOKEN)
+    server = await loop.create_server(lambda: ChannelServerProtocol(core), "127.0.0.1", 0)
+    conn = ReplicaConnection(loop, "127.0.0.1", server.sockets[0].getsockname()[1], TOKEN)
+    try:
+        status, body = await conn.request(b"r1", b"/alloc/feedback", b'{"accept": true}')
+        assert (status, orjson.loads(body)) == (202, {"queued": True})
+        for value in ("inf", "-inf", "nan"):
+            status, body = await conn.request(b"r2", b"/x", orjson.dumps({"value": value}))
+            error = orjson.loads(body)["error"]
+            assert status == 422 and error["code"] == "non_finite_result" and "$.nested[1].y" in error["message"]
+        status, body = await conn.request(b"r3", b"/x", orjson.dumps({"value": 1e300}))
+        assert (status, orjson.loads(body)) == (STATUS_OK, {"nested": [1.0, {"y": 1e300}]})
+        status, body = await conn.request(b"r4", b"/api/sub/path", b"{}")
+        assert orjson.loads(body) == {"path": "/api/sub/path"}
+        assert core.errors == 0
+    finally:
+        conn.close()
+        server.close()
+        core.close()
+
+
+def test_reply_refuses_a_status_outside_2xx():
+    """A Reply can only choose a success status; errors are BadInput (400) or exceptions (500)."""
+    from replicas import Reply
+
+    with pytest.raises(ValueError, match="200-299"):
+        Reply({}, status=500)
