@@ -18,6 +18,7 @@ import structlog
 
 from gateway.app_state import ROUTER, STATE
 from gateway.config import GatewayConfig
+from gateway.eventing_edge import EVENTS, events_context
 from gateway.http_app import build_app
 from gateway.lifecycle import (
     Listener,
@@ -28,6 +29,7 @@ from gateway.lifecycle import (
     router_context,
     watcher_context,
 )
+from gateway.load_report import load_report_context
 from gateway.metrics import GatewayMetrics, MetricsObserver, mark_dead_processes
 from replicas.routing.failures import BadRequest
 from replicas.routing.table import RoutingTable
@@ -114,6 +116,8 @@ class Gateway:
             admin_context(ControllerAdmin(self.controller)),
             watcher_context(self.controller, f"gateway-{index}-{os.getpid()}", on_update=self._table_updated),
             flusher_context(config.metrics_flush_s),
+            events_context(config.redis_url, config.namespace, f"gateway-{index}"),
+            load_report_context(config.scaler_name, config.namespace, f"gateway-{index}-{os.getpid()}", ROUTER),
         ])
         self.listener = Listener(self.app, config)
         self._on_loop(self.listener.start(), 30)
@@ -135,6 +139,9 @@ class Gateway:
             for version in route.versions:
                 counts.setdefault((route.app, route.name, version.name, "RUNNING"), len(version.replicas))
         self.metrics.set_replicas(counts)
+        events = self.app.get(EVENTS)
+        if events is not None:
+            events.update(table.pipelines)
 
     # -- Ray calls --------------------------------------------------------------------------------
     def ready(self) -> dict:

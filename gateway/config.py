@@ -44,3 +44,5 @@ class GatewayConfig:
     controller_name: str = "raygate-controller"  # named controller actor
     namespace: str = "raygate"  # Ray namespace
     log_dir: str = ""  # access logs go to <log_dir>/access-<pid>.jsonl (default: the process's stdout)
+    redis_url: str = ""  # event pipelines' streams (ingestion and consumers); empty: /-/events answers 503
+    scaler_name: str = ""  # named scaler actor that takes per-second load reports; empty: none sent

@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway.admin_api import ADMIN_PREFIX, handle_admin
 from gateway.app_state import CONFIG, METRICS, ROUTER, SERVING, STATE, GatewayState
 from gateway.config import GatewayConfig
+from gateway.eventing_edge import EVENTS_PREFIX, handle_events
 from gateway.http_errors import error_response, json_response
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics, ScrapeCache
 from gateway.openapi import openapi_document
@@ -78,6 +79,8 @@ def _dispatcher(proxy: ProxyHandler):
         if path.startswith("/-/") or path == "/metrics":
             if path.startswith(ADMIN_PREFIX):
                 return await handle_admin(request)  # the token before the path
+            if path.startswith(EVENTS_PREFIX):
+                return await handle_events(request)
             handler = CONTROL_ROUTES.get((request.method, path))
             if handler is not None:
                 return await handler(request)

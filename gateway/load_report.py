@@ -8,10 +8,16 @@ Versions the router knows but that saw no traffic are reported too, with zeros: 
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+from collections.abc import AsyncIterator
 from typing import Callable, Iterable
 
-__all__ = ["LoadReporter", "quantile"]
+import structlog
+from aiohttp import web
+
+__all__ = ["LOAD_REPORTER", "LoadReporter", "load_report_context", "quantile"]
 
 VersionKey = tuple[str, str, str]
 
@@ -79,4 +85,48 @@ class LoadReporter:
         return out
 
 
-SendRows = Callable[[list[dict]], object]
+LOAD_REPORTER = web.AppKey("load_reporter", LoadReporter)
+
+log = structlog.get_logger("raygate.load_report")
+
+
+def load_report_context(scaler_name: str, namespace: str, reporter_id: str, router_key: web.AppKey,
+                        period_s: float = 1.0, wall_clock: Callable[[], float] = time.time):
+    """Once a second, the last second's rows to the named scaler actor (`report(rows)`), sent without waiting
+    on the request path; no scaler configured (empty name): nothing is counted or sent."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        if not scaler_name:
+            yield
+            return
+        reporter = app[LOAD_REPORTER] = LoadReporter(reporter_id)
+        router = app[router_key]
+        scaler = None
+
+        async def every_second() -> None:
+            nonlocal scaler
+            while True:
+                await asyncio.sleep(period_s)
+                try:
+                    known = [(r.app, r.name, v.name) for r in router.table.deployments.values() for v in r.versions]
+                    rows = reporter.rows(int(wall_clock()) - 1, router.load_by_version(), known)
+                    if scaler is None:
+                        import ray
+
+                        scaler = ray.get_actor(scaler_name, namespace=namespace)
+                    await asyncio.wait_for(scaler.report.remote(rows), 2.0)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the scaler restarts or is not up yet: next second, look again
+                    scaler = None
+                    log.debug("load_report_failed", error=repr(exc))
+
+        task = asyncio.get_running_loop().create_task(every_second())
+        yield
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    return context

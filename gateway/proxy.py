@@ -21,6 +21,7 @@ from structlog.contextvars import bind_contextvars
 
 from gateway.app_state import ACCESS_LOG, CONFIG, METRICS, ROUTER, STATE
 from gateway.http_errors import JSON, RequestTimeout, error_response, header_text
+from gateway.load_report import LOAD_REPORTER
 from replicas.routing.failures import (
     BadRequest,
     PayloadTooLarge,
@@ -38,6 +39,19 @@ _TOKENS = contextvars.Context().run(bind_contextvars, request_id="-", app="-", d
 _REQUEST_ID, _APP, _DEPLOYMENT, _VERSION = (_TOKENS[k].var for k in ("request_id", "app", "deployment", "version"))
 
 
+def _observer(metrics_observe, reporter):
+    """What the request path calls once per answer: the Prometheus buffer, and the scaler's window if one is on."""
+    if reporter is None:
+        return metrics_observe
+    report = reporter.observe
+
+    def observe(app: str, deployment: str, version: str, status: int, seconds: float) -> None:
+        metrics_observe(app, deployment, version, status, seconds)
+        report(app, deployment, version, status, seconds)
+
+    return observe
+
+
 class ProxyHandler:
     """aiohttp handler for every path that is not a control path. Built once per app; reads the app's state
     through its keys when the app starts (`on_startup`), so a request pays no lookups for them."""
@@ -50,7 +64,7 @@ class ProxyHandler:
         config = app[CONFIG]
         self.router = app[ROUTER]
         self.state = app[STATE]
-        self.observe = app[METRICS].observe
+        self.observe = _observer(app[METRICS].observe, app.get(LOAD_REPORTER))
         self.max_body = config.max_body_bytes
         access_log = app.get(ACCESS_LOG)
         self.access_log = access_log if config.access_log else None

@@ -2,7 +2,11 @@
 consumer that delivers results to a deduplicating sink at least once. See docs/events.md."""
 
 from gateway.events.eventing import ConsumerSettings, PipelineConsumer
-from gateway.events.expression import EvaluationError, ExpressionError, compile_expression
+from gateway.events.expression import (
+    EvaluationError,
+    ExpressionError,
+    compile_expression,
+)
 from gateway.events.ingest import EventRejected, append_event
 from gateway.events.spec import PipelineSpec, PipelineSpecError, parse_pipelines
 from gateway.events.stages import StageDeployment, pipeline_app_name, stage_deployments

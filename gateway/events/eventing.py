@@ -42,7 +42,13 @@ from gateway.events.metrics import EventMetrics, default_metrics
 from gateway.events.sinks import CallFn, PostFn, Sink, build_sink
 from gateway.events.spec import JoinStage, PipelineSpec
 from gateway.events.stages import pipeline_app_name
-from gateway.events.store import ConsumerLease, DeadLetterStore, EventKeys, PipelineCounts, SourceStreams
+from gateway.events.store import (
+    ConsumerLease,
+    DeadLetterStore,
+    EventKeys,
+    PipelineCounts,
+    SourceStreams,
+)
 
 __all__ = ["PipelineConsumer", "ConsumerSettings", "CallFn", "source_streams", "consumer_name"]
 

@@ -25,7 +25,13 @@ from typing import Any, Callable
 from gateway.events.expression import EvaluationError, compile_expression
 from gateway.events.join import JoinSettings, JoinWindow
 from gateway.events.spec import (
-    ConvertStage, CustomStage, FilterStage, JoinStage, PipelineSpec, StageSpec, is_import_path,
+    ConvertStage,
+    CustomStage,
+    FilterStage,
+    JoinStage,
+    PipelineSpec,
+    StageSpec,
+    is_import_path,
 )
 
 __all__ = ["Filter", "Convert", "Join", "Custom", "AsyncCustom", "StageDeployment", "stage_deployments", "pipeline_app_name",

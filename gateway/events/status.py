@@ -6,7 +6,12 @@ from __future__ import annotations
 from gateway.events.eventing import source_streams
 from gateway.events.metrics import EventMetrics
 from gateway.events.spec import PipelineSpec
-from gateway.events.store import DeadLetterStore, EventKeys, PipelineCounts, SourceStreams
+from gateway.events.store import (
+    DeadLetterStore,
+    EventKeys,
+    PipelineCounts,
+    SourceStreams,
+)
 
 __all__ = ["pipeline_status"]
 

@@ -132,6 +132,16 @@ class Router:
     def slots(self) -> list[ReplicaSlot]:
         return list(self._slots.values())
 
+    def load_by_version(self) -> dict[tuple[str, str, str], tuple[float, float]]:
+        """(in flight on replicas, queued waiting for one) per (app, deployment, version), as this router sees
+        it now: what the autoscaler's window needs from an edge, read once a second, off the request path."""
+        load = {}
+        for (app, deployment), view in self.views.items():
+            for version in view.versions:
+                in_flight = sum(slot.in_flight for slot in version.slots)
+                load[(app, deployment, version.name)] = (float(in_flight), float(len(version.queue.waiters)))
+        return load
+
     def connection(self, slot: ReplicaSlot, fresh: bool = False) -> ReplicaConnection:
         """The slot's open connection, or a new one (not yet opened: the first request or ping opens it)."""
         connection = slot.connection

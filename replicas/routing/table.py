@@ -77,6 +77,7 @@ class RoutingTable:
     deployments: dict = field(default_factory=dict)  # (app, deployment) -> DeploymentRoute
     channel_token: bytes = b""  # shared secret for replicas' direct channels (proved by HMAC, never sent)
     replica_states: dict = field(default_factory=dict)  # (app, deployment, version) -> {state: count}
+    pipelines: tuple = ()  # event pipeline specs (JSON documents) that gateways ingest and consume
     _by_prefix: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
