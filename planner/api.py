@@ -81,18 +81,21 @@ def solve_loaded(inst: Instance, backend: str | None = None, cfg: SolverConfig =
 
 def solve_file(path: str | Path, backend: str | None = None, cfg: SolverConfig = SolverConfig(),
                sample: float | None = None, sample_seed: int = 0, ray_config=None,
-               warm: WarmStartConfig | None = WarmStartConfig()) -> dict:
-    """Solve an instance file with any backend (ray: partitions are loaded by the worker actors themselves)."""
+               warm: WarmStartConfig | None = WarmStartConfig(), budget_bytes: int | None = None) -> dict:
+    """Solve an instance file with any backend (ray: partitions are loaded by the worker actors themselves).
+
+    `budget_bytes`: refuse files whose arrays would need more memory (default: `npz_reader.memory_budget_bytes`).
+    """
     backend = backend or default_backend()
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend != "ray":
-        return solve_loaded(load_instance(path), backend, cfg, sample, sample_seed, warm)
+        return solve_loaded(load_instance(path, budget_bytes), backend, cfg, sample, sample_seed, warm)
     if sample is not None and sample < 1.0:
         raise BackendUnavailable("--sample is for single-process backends; the ray backend solves all users")
     from planner.ray_backend import RayConfig, RayKernel
 
-    header = load_partition(path, 0, 0)  # A, b and labels only
+    header = load_partition(path, 0, 0, budget_bytes)  # A, b and labels only
     n = count_users(path)
     kernel = RayKernel(path, header.K, n, ray_config or RayConfig())
     try:

@@ -47,13 +47,21 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--violation-tol", type=float, default=SolverConfig.violation_tol,
                    help="largest relative overshoot of any constraint (default %(default)s)")
     s.add_argument("--cold", action="store_true", help="no warm start from a user sample")
+
     s.add_argument("--time-limit", type=float, default=600.0)
     s.add_argument("--workers", type=int, default=0, help="ray backend: partition actors (0: one per CPU)")
     e = sub.add_parser("evaluate", help="judge a DUALS.json on an instance (incl. random-order hard stop)")
     e.add_argument("instance")
     e.add_argument("duals")
     e.add_argument("--seed", type=int, default=0, help="order of the hard-stop replay")
+    for sp in (s, e):
+        sp.add_argument("--memory-budget-gb", type=float, default=None,
+                        help="refuse files needing more (default: half the available memory, at most 16 GiB)")
     return p
+
+
+def _budget(args) -> int | None:
+    return None if args.memory_budget_gb is None else int(args.memory_budget_gb * (1 << 30))
 
 
 def _generate(args) -> int:
@@ -62,7 +70,8 @@ def _generate(args) -> int:
 
     inst = generate_instance(family_config(args.family, args.n, args.J, args.K, args.seed, P=args.P, R=args.R))
     save_instance(args.out, inst, dense=args.kind == "dense")
-    print(json.dumps({"out": args.out, "kind": args.kind, "family": args.family, "n": inst.n, "J": inst.J, "K": inst.K, "P": inst.P,
+    print(json.dumps({"out": args.out, "kind": args.kind, "family": args.family, "n": inst.n, "J": inst.J,
+                      "K": inst.K, "P": inst.P,
                       "R": inst.R, "seed": args.seed}))
     return 0
 
@@ -80,18 +89,19 @@ def _solve(args) -> int:
         from planner.ray_backend import RayConfig, connect_ray
 
         started_ray = connect_ray(os.environ.get("RAY_ADDRESS") or None)
-        ray_config = RayConfig(workers=args.workers)
+        worker_env = (("NUMBA_CACHE_DIR", os.environ["NUMBA_CACHE_DIR"]),)
+        ray_config = RayConfig(workers=args.workers, worker_env=worker_env)
     try:
         record = solve_file(args.instance, args.backend, cfg, args.sample, args.sample_seed, ray_config,
-                            warm=None if args.cold else WarmStartConfig())
+                            warm=None if args.cold else WarmStartConfig(), budget_bytes=_budget(args))
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
     Path(args.out).write_text(json.dumps(record))
-    summary = {k: record[k] for k in ("dual_objective", "primal_objective", "gap", "max_violation", "converged", "iterations",
-                                      "seconds", "backend")}
+    summary = {k: record[k] for k in ("dual_objective", "primal_objective", "gap", "max_violation", "converged",
+                                      "iterations", "seconds", "backend")}
     print(json.dumps(summary))
     return 0
 
@@ -102,7 +112,7 @@ def _evaluate(args) -> int:
     from planner.evaluate import judge_prices
     from planner.instance import load_instance
 
-    inst = load_instance(args.instance)
+    inst = load_instance(args.instance, _budget(args))
     try:
         lam = np.asarray(json.loads(Path(args.duals).read_text())["lambda"], dtype=np.float64)
     except (OSError, ValueError, KeyError, TypeError) as exc:

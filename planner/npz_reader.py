@@ -10,15 +10,14 @@ allocate gigabytes.
 
 from __future__ import annotations
 
-import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ArrayHeader", "NpzError", "read_headers", "read_member", "read_member_rows", "memory_budget_bytes",
-           "format_bytes"]
+__all__ = ["DEFAULT_BUDGET_CAP", "ArrayHeader", "NpzError", "read_headers", "read_member", "read_member_rows",
+           "memory_budget_bytes", "format_bytes"]
 
 
 class NpzError(ValueError):
@@ -54,8 +53,16 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
-def memory_budget_bytes(fraction: float = 0.5) -> int:
-    """Default budget: `fraction` of the memory available now (MemAvailable), else of physical memory."""
+DEFAULT_BUDGET_CAP = 16 << 30  # the default budget never exceeds this (a 10M x 10 x 1,000 instance needs ~3 GiB)
+
+
+def memory_budget_bytes(fraction: float = 0.5, cap: int = DEFAULT_BUDGET_CAP) -> int:
+    """Default budget: `fraction` of the memory available now (MemAvailable, else physical), at most `cap`.
+    Larger files need an explicit budget (`--memory-budget-gb`)."""
+    return min(cap, _available_bytes(fraction))
+
+
+def _available_bytes(fraction: float) -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):

@@ -28,6 +28,7 @@ class RayConfig:
     worker_backend: str = "auto"  # kernel inside each actor: auto (cupy on a GPU bundle, else numba), numba, numpy
     cpus_per_worker: float = 1.0  # CPU resource each actor reserves
     use_gpu: str = "auto"  # auto: GPU bundles when the cluster has GPUs; never: CPU only
+    worker_env: tuple[tuple[str, str], ...] = ()  # environment for the actors (the CLI passes NUMBA_CACHE_DIR)
 
 
 def partition_bounds(n: int, parts: int) -> list[tuple[int, int]]:
@@ -75,7 +76,7 @@ class RayKernel:
         if gpus:
             workers = cfg.workers or gpus
         bounds = partition_bounds(n, workers)
-        env = {k: os.environ[k] for k in ("NUMBA_CACHE_DIR",) if k in os.environ}
+        env = dict(cfg.worker_env)
         remote_cls = ray.remote(PartitionWorker)
         self.placement_group = None
         options: dict = {"num_cpus": cfg.cpus_per_worker}

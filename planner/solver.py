@@ -3,8 +3,8 @@
     g(lambda) = lambda . b + sum_i max(0, max_j (c_ij - lambda . m_ij))          (convex, piecewise linear)
 
 Method (host side works on K-vectors only; every pass over users goes through a kernel):
-1. Work on mu = lambda / unit (unit = 1 unless the caller gives per-constraint price scales) and divide the dual
-   by S, the value of the unconstrained greedy rule, so that the numbers the optimiser sees are O(1).
+1. Start at lambda = 0, or at a warm start (`WarmStart`: usually a solve on a 5% user sample, `planner.warmstart`),
+   and divide the dual by S, the value of the unconstrained greedy rule, so the numbers the optimiser sees are O(1).
    (Scaling prices by b, which makes the gradient the relative slack, was measured to be much worse: it spreads
    the curvature by 1/b_k^2.)
 2. Smooth the user part with an entropic (log-sum-exp) term at temperature tau and minimise the smoothed dual by
@@ -15,7 +15,8 @@ Method (host side works on K-vectors only; every pass over users goes through a 
    certificate is known all along: dual objective (an upper bound on the LP optimum), the rule's primal objective
    and its largest relative overshoot. The solver stops once the gap and the overshoot are both within tolerance.
 4. Finish: if the rule still overshoots, raise the prices of the overshooting constraints (per-constraint
-   multiplicative nudges, a few bulk rounds) until it does not, and keep the best certified prices seen.
+   geometric nudges, a few bulk rounds; tried every `nudge_every` passes once the gap is met, and at the end)
+   until it does not, and keep the best certified prices seen. `max_passes` caps every pass, nudges included.
 
 `solve` takes any kernel with `evaluate(lam, tau) -> PassResult` (NumPy, CuPy, Numba, Ray), so the algorithm is
 written once.
@@ -24,6 +25,7 @@ written once.
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
@@ -188,7 +190,7 @@ def solve(kernel: Kernel, b: np.ndarray, cfg: SolverConfig = SolverConfig(),
     last_nudge = 0
     gamma = None
     stop = False
-    while not stop:
+    while not stop and (best[2] is None or not out_of_budget()):  # at least one pass, then the budget
         tau_abs = tau * value_per_user
 
         def smoothed(m: np.ndarray) -> tuple[float, np.ndarray, Certificate]:
@@ -233,6 +235,8 @@ def solve(kernel: Kernel, b: np.ndarray, cfg: SolverConfig = SolverConfig(),
                     # nudges now rather than after the whole schedule.
                     early = _finish(kernel, b, [tuple(last)], passes, t0, clock, cfg, trace, cfg.early_nudge_rounds)
                     passes = last_nudge = early.iterations
+                    if _score(early.certificate, cfg) < _score(best[2], cfg):  # keep the best prices seen anywhere
+                        best[:] = [early.lam, SimpleNamespace(hard_consumption=early.consumption), early.certificate]
                     if early.converged:
                         return replace(early, tau=tau)
                 if f_new <= f + 1e-4 * float(np.dot(g, trial - mu)) or stop or stage_passes >= cfg.stage_passes:
@@ -254,7 +258,8 @@ def solve(kernel: Kernel, b: np.ndarray, cfg: SolverConfig = SolverConfig(),
 
 
 def _nudge(kernel, b, lam, res, cert, cfg, rounds, record):
-    """Raise the prices of overshooting constraints until the online rule fits (or the rounds run out).
+    """Raise the prices of overshooting constraints until the online rule fits (or the rounds run out); returns
+    the best-scored prices met on the way (the starting ones included).
 
     Each round raises the price of every constraint still over by step_k x ref_k, where ref_k is its price or, if
     that is small, a tenth of the mean positive price (a constraint priced at ~0 must be able to move at all);
@@ -265,6 +270,7 @@ def _nudge(kernel, b, lam, res, cert, cfg, rounds, record):
     step = np.zeros(K)
     positive = lam[lam > 0]
     floor = 0.1 * float(np.mean(positive)) if positive.size else 1e-3 * max(float(np.max(np.abs(b))), 1e-12)
+    kept = (lam, res, cert)
     for _ in range(rounds):
         if cert.max_violation <= cfg.violation_tol:
             break
@@ -275,7 +281,9 @@ def _nudge(kernel, b, lam, res, cert, cfg, rounds, record):
         lam[over] = lam[over] + step[over] * np.maximum(lam[over], floor)
         res = kernel.evaluate(lam, 0.0)
         cert = record(lam, res)
-    return lam, res, cert
+        if _score(cert, cfg) < _score(kept[2], cfg):
+            kept = (lam, res, cert)
+    return kept
 
 
 def _finish(kernel, b, candidates, passes, t0, clock, cfg, trace, rounds: int | None = None) -> Solution:
@@ -291,8 +299,9 @@ def _finish(kernel, b, candidates, passes, t0, clock, cfg, trace, rounds: int | 
     results = []
     for lam, res, cert in candidates:
         if cert.max_violation > cfg.violation_tol:
+            budget = max(0, cfg.max_passes - state["passes"])  # max_passes is a hard cap, nudges included
             lam, res, cert = _nudge(kernel, b, lam, res, cert, cfg,
-                                    cfg.nudge_rounds if rounds is None else rounds, record)
+                                    min(budget, cfg.nudge_rounds if rounds is None else rounds), record)
         results.append((_score(cert, cfg), lam, res, cert))
         if _score(cert, cfg) <= 1.0:
             break
