@@ -246,7 +246,7 @@ def down(ctx, timeout: float) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def plan(args) -> None:
     """The nearline planner (same as `python -m planner ...`): generate, solve, evaluate."""
-    from planner.cli import main as planner_main
+    from planner.commands import main as planner_main
 
     sys.exit(planner_main(list(args)))
 

@@ -1,5 +1,5 @@
 import sys
 
-from planner.cli import main
+from planner.commands import main
 
 sys.exit(main())

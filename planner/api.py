@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
-
-import numpy as np
 
 from planner.backends import BACKENDS, BackendUnavailable, default_backend, make_kernel
 from planner.instance import Instance, count_users, load_instance, load_partition
 from planner.sampling import sample_users
 from planner.solver import SolverConfig, certify, solve
+from planner.warmstart import WarmStartConfig, solve_warm
 
 __all__ = ["solve_file", "solve_loaded"]
 
@@ -32,44 +32,70 @@ def _record(sol, backend: str, names: tuple[str, ...]) -> dict:
     }
 
 
+def _full_record(sol, inst: Instance, backend: str, cfg: SolverConfig, seconds: float, on_sample) -> dict:
+    """The record of prices found on a sample, judged on every user (converged refers to all users, too)."""
+    kernel = make_kernel(backend, inst)
+    try:
+        full = certify(sol.lam, inst.b, kernel.evaluate(sol.lam, 0.0))
+    finally:
+        kernel.close()
+    out = _record(sol, backend, inst.cname)
+    out.update(dual_objective=full.dual_objective, primal_objective=full.primal_objective,
+               max_violation=full.max_violation, gap=full.gap, seconds=seconds, iterations=sol.iterations + 1,
+               converged=bool(full.gap <= cfg.gap_tol and full.max_violation <= cfg.violation_tol))
+    out["sample"] = on_sample
+    return out
+
+
 def solve_loaded(inst: Instance, backend: str | None = None, cfg: SolverConfig = SolverConfig(),
-                 sample: float | None = None, sample_seed: int = 0) -> dict:
-    """Solve an in-memory instance on one process; with `sample`, solve on a user sample and judge on all users."""
+                 sample: float | None = None, sample_seed: int = 0,
+                 warm: WarmStartConfig | None = WarmStartConfig()) -> dict:
+    """Solve an in-memory instance on one process.
+
+    By default large instances are warm-started from a solve on a user sample (`planner.warmstart`; `warm=None`
+    starts cold); `"warm_start"` in the record gives the sample's passes. With `sample`, the answer is the
+    sample's prices, judged on all users: every figure (and `converged`) is of the whole instance.
+    """
     backend = backend or default_backend()
     if backend == "ray":
         raise BackendUnavailable("the ray backend works from an instance file: use solve_file")
     t0 = time.perf_counter()
+    make = partial(make_kernel, backend)
     if sample is None or sample >= 1.0:
-        kernel = make_kernel(backend, inst)
-        sol = solve(kernel, inst.b, cfg)
-        return _record(sol, backend, inst.cname)
+        if warm is None:
+            sol, on_sample = solve(make(inst), inst.b, cfg), None
+        else:
+            sol, on_sample = solve_warm(inst, make, cfg, warm)
+        out = _record(sol, backend, inst.cname)
+        out["seconds"] = time.perf_counter() - t0
+        if on_sample is not None:
+            out["warm_start"] = {"passes": int(on_sample.iterations), "seconds": float(on_sample.seconds)}
+        return out
     sub = sample_users(inst, sample, sample_seed)
-    sol = solve(make_kernel(backend, sub), sub.b, cfg)
-    full_kernel = make_kernel(backend, inst)
-    res = full_kernel.evaluate(sol.lam, 0.0)
-    full = certify(sol.lam, inst.b, res)
-    out = _record(sol, backend, inst.cname)
-    out.update(dual_objective=full.dual_objective, primal_objective=full.primal_objective,
-               max_violation=full.max_violation, gap=full.gap, seconds=time.perf_counter() - t0,
-               iterations=sol.iterations + 1)
-    out["sample"] = {"fraction": float(sample), "users": sub.n, "seed": int(sample_seed),
-                     "solve_seconds": float(sol.seconds), "on_sample": asdict(sol.certificate)}
-    return out
+    sol = solve(make(sub), sub.b, cfg)
+    info = {"fraction": float(sample), "users": sub.n, "seed": int(sample_seed),
+            "solve_seconds": float(sol.seconds), "on_sample": asdict(sol.certificate),
+            "converged_on_sample": bool(sol.converged)}
+    return _full_record(sol, inst, backend, cfg, time.perf_counter() - t0, info)
 
 
 def solve_file(path: str | Path, backend: str | None = None, cfg: SolverConfig = SolverConfig(),
-               sample: float | None = None, sample_seed: int = 0, ray_config=None) -> dict:
-    """Solve an instance file with any backend (ray: partitions are loaded by the worker actors themselves)."""
+               sample: float | None = None, sample_seed: int = 0, ray_config=None,
+               warm: WarmStartConfig | None = WarmStartConfig(), budget_bytes: int | None = None) -> dict:
+    """Solve an instance file with any backend (ray: partitions are loaded by the worker actors themselves).
+
+    `budget_bytes`: refuse files whose arrays would need more memory (default: `npz_reader.memory_budget_bytes`).
+    """
     backend = backend or default_backend()
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend != "ray":
-        return solve_loaded(load_instance(path), backend, cfg, sample, sample_seed)
+        return solve_loaded(load_instance(path, budget_bytes), backend, cfg, sample, sample_seed, warm)
     if sample is not None and sample < 1.0:
         raise BackendUnavailable("--sample is for single-process backends; the ray backend solves all users")
     from planner.ray_backend import RayConfig, RayKernel
 
-    header = load_partition(path, 0, 0)  # A, b and labels only
+    header = load_partition(path, 0, 0, budget_bytes)  # A, b and labels only
     n = count_users(path)
     kernel = RayKernel(path, header.K, n, ray_config or RayConfig())
     try:
@@ -79,7 +105,3 @@ def solve_file(path: str | Path, backend: str | None = None, cfg: SolverConfig =
     out = _record(sol, "ray", header.cname)
     out["ray"] = {"workers": len(kernel.descriptions), "worker_backend": kernel.worker_backend}
     return out
-
-
-def lambda_array(record: dict) -> np.ndarray:
-    return np.asarray(record["lambda"], dtype=np.float64)

@@ -7,12 +7,14 @@ representation: m_ij^k = sum_r w[i, j, r] * A[r, item[i, j], k].
 
 from __future__ import annotations
 
-import io
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
+from planner.npz_reader import (ArrayHeader, NpzError, format_bytes, memory_budget_bytes, read_headers, read_member,
+                                read_member_rows)
 
 __all__ = [
     "Instance",
@@ -23,11 +25,14 @@ __all__ = [
     "validate_arrays",
     "dense_consumption",
     "subset_users",
-    "instance_sizes",
     "count_users",
+    "check_declared",
 ]
 
-PER_USER_ARRAYS = ("c", "mask", "item", "w")  # arrays with one row per user (loadable by row range)
+PER_USER_ARRAYS = ("c", "mask", "item", "w", "M")  # arrays with one row per user (loadable by row range)
+KNOWN_ARRAYS = PER_USER_ARRAYS + ("A", "b", "kind", "ctype", "cname", "n", "J", "K", "P", "R", "seed")  # the rest
+# of a file's members is never loaded
+SMALL_BYTES = 1 << 20  # scalars (kind, n, seed, ...) must declare at most this much
 
 
 class InstanceError(ValueError):
@@ -73,10 +78,6 @@ class Instance:
     def with_capacities(self, b: np.ndarray) -> "Instance":
         """The same instance with other capacities (for sampling and pacing)."""
         return replace(self, b=np.ascontiguousarray(b, dtype=np.float64))
-
-
-def instance_sizes(inst: Instance) -> dict[str, int]:
-    return {"n": inst.n, "J": inst.J, "K": inst.K, "P": inst.P, "R": inst.R}
 
 
 def _fail(source: str, array: str, problem: str) -> InstanceError:
@@ -200,7 +201,12 @@ def validate_arrays(arrays: dict, source: str = "<arrays>", check_values: bool =
         A = np.eye(K, dtype=np.float64).reshape(K, 1, K)
     ctype = _labels(source, "ctype", arrays, K, "constraint")
     cname = _labels(source, "cname", arrays, K, "k")
-    seed = int(np.asarray(arrays["seed"])) if "seed" in arrays else -1
+    seed = -1
+    if "seed" in arrays:
+        val = np.asarray(arrays["seed"])
+        if val.shape != () or val.dtype.kind not in "iu":
+            raise _fail(source, "seed", f"expected an integer scalar, got dtype {val.dtype} shape {val.shape}")
+        seed = int(val)
     return Instance(
         c=np.ascontiguousarray(c), mask=np.ascontiguousarray(mask), item=np.ascontiguousarray(item),
         w=np.ascontiguousarray(w), A=np.ascontiguousarray(A), b=np.ascontiguousarray(b),
@@ -208,63 +214,122 @@ def validate_arrays(arrays: dict, source: str = "<arrays>", check_values: bool =
     )
 
 
-def load_instance(path: str | Path) -> Instance:
-    """Read and validate an instance file; InstanceError for anything that is not a valid version-1 instance."""
-    path = Path(path)
-    source = str(path)
+def _dims(source: str, headers: dict[str, ArrayHeader], name: str, ndim: int) -> tuple[int, ...] | None:
+    h = headers.get(name)
+    if h is None:
+        return None
+    if len(h.shape) != ndim:
+        raise _fail(source, name, f"shape {h.shape}, expected {ndim} dimensions")
+    return h.shape
+
+
+def check_declared(headers: dict[str, ArrayHeader], kind: str, source: str, budget_bytes: int,
+                   rows: int | None = None) -> int:
+    """Shapes that agree with each other and bytes within the budget, from the headers alone (nothing loaded).
+
+    `rows`: only that many users will be read (a partition). Counts what loading would allocate, including the
+    factored form of a dense file (an identity A of K x K). Returns the planned bytes; InstanceError otherwise.
+    """
+    c, b = _dims(source, headers, "c", 2), _dims(source, headers, "b", 1)
+    expect = {"mask": c, "item": c}
+    if c is not None:
+        n, J = c
+        if kind == "dense" and b is not None:
+            expect["M"] = (n, J, b[0])
+        w = _dims(source, headers, "w", 3)
+        if w is not None:
+            expect["w"] = (n, J, w[2])
+            A = _dims(source, headers, "A", 3)
+            if A is not None and b is not None and (A[0] != w[2] or A[2] != b[0]):
+                raise _fail(source, "A", f"shape {A}, expected ({w[2]}, P, {b[0]})")
+    for name, shape in expect.items():
+        if shape is not None and name in headers and headers[name].shape != tuple(shape):
+            raise _fail(source, name, f"shape {headers[name].shape}, expected {tuple(shape)}")
+    planned = 0
+    for name, h in headers.items():
+        if name not in KNOWN_ARRAYS:
+            continue
+        share = 1.0 if rows is None or name not in PER_USER_ARRAYS or not h.shape[0] else \
+            min(1.0, rows / h.shape[0])
+        planned += int(h.nbytes * share)
+    if kind == "dense" and b is not None and c is not None:
+        users = c[0] if rows is None else min(rows, c[0])
+        planned += b[0] * b[0] * 8 + users * c[1] * 4  # the identity A and the item ids of the factored form
+    if planned > budget_bytes:
+        biggest = max((h for n_, h in headers.items() if n_ in KNOWN_ARRAYS), key=lambda h: h.nbytes,
+                      default=None)
+        name = "M" if kind == "dense" and "M" in headers and b is not None and b[0] * b[0] * 8 > budget_bytes \
+            else (biggest.name if biggest is not None else "c")
+        raise _fail(source, name, f"loading would need {format_bytes(planned)} (largest array '{biggest.name}' "
+                                  f"{biggest.shape} {biggest.dtype}), over the memory budget of "
+                                  f"{format_bytes(budget_bytes)}")
+    return planned
+
+
+def _open_checked(path: Path, source: str, budget_bytes: int | None, rows_wanted: int | None):
+    """(zip file, headers) with every header checked against the format and the budget."""
     if not path.exists():
         raise InstanceError(f"{source}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except InstanceError:
-        raise
-    except ValueError as exc:  # object arrays need pickle, which we never allow
-        raise InstanceError(f"{source}: not a readable .npz file of plain arrays ({exc})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
         raise InstanceError(f"{source}: not a readable .npz file ({exc})") from None
+    try:
+        headers = read_headers(zf)
+        if "kind" not in headers:
+            raise _fail(source, "kind", "missing (expected 'factored' or 'dense')")
+        if headers["kind"].nbytes > SMALL_BYTES:
+            raise _fail(source, "kind", f"declares {format_bytes(headers['kind'].nbytes)} for a string scalar")
+        kind = _scalar_str(source, {"kind": read_member(zf, headers["kind"])}, "kind")
+        budget = memory_budget_bytes() if budget_bytes is None else budget_bytes
+        check_declared(headers, kind, source, budget, rows_wanted)
+    except NpzError as exc:
+        zf.close()
+        raise _fail(source, exc.array, exc.problem) if exc.array else InstanceError(f"{source}: {exc}") from None
+    except BaseException:
+        zf.close()
+        raise
+    return zf, headers
+
+
+def load_instance(path: str | Path, budget_bytes: int | None = None) -> Instance:
+    """Read and validate an instance file; InstanceError for anything that is not a valid version-1 instance.
+
+    Headers are checked first (shapes, dtypes that need pickle, sizes against `budget_bytes`, by default half of
+    the memory available now), so a bad or oversized file is refused before its data is decompressed.
+    """
+    path = Path(path)
+    source = str(path)
+    zf, headers = _open_checked(path, source, budget_bytes, None)
+    arrays = {}
+    with zf:
+        for name, h in headers.items():
+            if name in KNOWN_ARRAYS:
+                try:
+                    arrays[name] = read_member(zf, h)
+                except NpzError as exc:
+                    raise _fail(source, exc.array, exc.problem) from None
     return validate_arrays(arrays, source)
 
 
-def _read_rows(zf: zipfile.ZipFile, member: str, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of one .npy member of an .npz, reading only those bytes when the member is stored."""
-    with zf.open(member) as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        if fortran or len(shape) == 0:
-            fh.seek(0)
-            return np.lib.format.read_array(io.BytesIO(fh.read()), allow_pickle=False)[start:stop]
-        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-        stop = min(stop, shape[0])
-        start = min(start, stop)
-        fh.seek(fh.tell() + start * row_bytes)
-        buf = fh.read((stop - start) * row_bytes)
-        return np.frombuffer(buf, dtype=dtype).reshape((stop - start,) + tuple(shape[1:])).copy()
-
-
-def load_partition(path: str | Path, start: int, stop: int) -> Instance:
+def load_partition(path: str | Path, start: int, stop: int, budget_bytes: int | None = None) -> Instance:
     """Users [start, stop) of an instance file (all of A, b and labels), reading only those users' rows.
 
     Used by Ray workers so that no process ever holds the whole file. Values are validated for the rows read.
     """
     path = Path(path)
     source = f"{path}[{start}:{stop}]"
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = {n[:-4] if n.endswith(".npy") else n: n for n in zf.namelist()}
-            arrays = {}
-            for name, member in names.items():
-                if name in PER_USER_ARRAYS or name == "M":
-                    arrays[name] = _read_rows(zf, member, start, stop)
-                else:
-                    with zf.open(member) as fh:
-                        arrays[name] = np.lib.format.read_array(io.BytesIO(fh.read()), allow_pickle=False)
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise InstanceError(f"{source}: not a readable .npz file ({exc})") from None
-    arrays.pop("n", None)
+    zf, headers = _open_checked(path, source, budget_bytes, max(0, stop - start))
+    arrays = {}
+    with zf:
+        for name, h in headers.items():
+            if name not in KNOWN_ARRAYS or name == "n":
+                continue
+            try:
+                arrays[name] = read_member_rows(zf, h, start, stop) if name in PER_USER_ARRAYS else \
+                    read_member(zf, h)
+            except NpzError as exc:
+                raise _fail(source, exc.array, exc.problem) from None
     return validate_arrays(arrays, source)
 
 
@@ -301,15 +366,13 @@ def count_users(path: str | Path) -> int:
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            with zf.open("c.npy") as fh:
-                version = np.lib.format.read_magic(fh)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                    np.lib.format.read_array_header_2_0
-                shape, _, _ = read(fh)
-    except KeyError:
-        raise InstanceError(f"{path}: array 'c': missing") from None
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+            headers = read_headers(zf)
+    except NpzError as exc:
+        raise _fail(str(path), exc.array, exc.problem) from None
+    except (OSError, zipfile.BadZipFile) as exc:
         raise InstanceError(f"{path}: not a readable .npz file ({exc})") from None
-    if len(shape) != 2:
-        raise InstanceError(f"{path}: array 'c': shape {shape}, expected (n, J)")
-    return int(shape[0])
+    if "c" not in headers:
+        raise InstanceError(f"{path}: array 'c': missing")
+    if len(headers["c"].shape) != 2:
+        raise InstanceError(f"{path}: array 'c': shape {headers['c'].shape}, expected (n, J)")
+    return int(headers["c"].shape[0])

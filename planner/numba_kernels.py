@@ -69,13 +69,14 @@ def _user_pass(c, mask, item, w, v, tau, n_blocks):  # compiled lazily by _compi
                 denom = math.exp(-zmax)
                 for j in range(J):
                     if mask[i, j]:
-                        e = math.exp(s[j] / tau - zmax)
+                        d = s[j] / tau - zmax
+                        e = math.exp(d) if d > -40.0 else 0.0  # exp(-40) = 4e-18: below what float64 adds up
                         s[j] = e
                         denom += e
                 soft += tau * (zmax + math.log(denom))
                 inv = 1.0 / denom
                 for j in range(J):
-                    if mask[i, j]:
+                    if mask[i, j] and s[j] > 0.0:
                         p = s[j] * inv
                         it = item[i, j]
                         for r in range(R):

@@ -28,6 +28,7 @@ class RayConfig:
     worker_backend: str = "auto"  # kernel inside each actor: auto (cupy on a GPU bundle, else numba), numba, numpy
     cpus_per_worker: float = 1.0  # CPU resource each actor reserves
     use_gpu: str = "auto"  # auto: GPU bundles when the cluster has GPUs; never: CPU only
+    worker_env: tuple[tuple[str, str], ...] = ()  # environment for the actors (the CLI passes NUMBA_CACHE_DIR)
 
 
 def partition_bounds(n: int, parts: int) -> list[tuple[int, int]]:
@@ -75,7 +76,7 @@ class RayKernel:
         if gpus:
             workers = cfg.workers or gpus
         bounds = partition_bounds(n, workers)
-        env = {k: os.environ[k] for k in ("NUMBA_CACHE_DIR",) if k in os.environ}
+        env = dict(cfg.worker_env)
         remote_cls = ray.remote(PartitionWorker)
         self.placement_group = None
         options: dict = {"num_cpus": cfg.cpus_per_worker}
@@ -120,17 +121,36 @@ class RayKernel:
             self.placement_group = None
 
 
-def connect_ray(temp_dir: str | None = None) -> bool:
-    """Join RAY_ADDRESS when set, else start a loopback-only local Ray. True when this call started Ray."""
+def connect_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: float | None = None) -> bool:
+    """Join the Ray at `address` when given, else start a loopback-only local Ray. True when this call started Ray.
+
+    The caller (the CLI, a benchmark) decides the address, e.g. from RAY_ADDRESS; this module reads no environment.
+    A local Ray binds every socket to 127.0.0.1 and has no dashboard (its job API has been an attack path).
+    """
+    if address:
+        import ray
+
+        if ray.is_initialized():
+            return False
+        ray.init(address=address, namespace="raygate", log_to_driver=False)
+        return False
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read by Ray at import and by every process it starts
     import ray
 
     if ray.is_initialized():
         return False
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, namespace="raygate", log_to_driver=False)
-        return False
-    from deploy.embedded import start_local_ray
+    try:  # Ray was imported before this call: align the flag it already read, so it, too, picks loopback
+        from ray._private import ray_constants
 
-    start_local_ray(temp_dir=temp_dir, log_to_driver=False)
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    except (ImportError, AttributeError):  # pragma: no cover - a Ray without the private flag
+        pass
+    kwargs: dict = dict(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, namespace="raygate",
+                        configure_logging=False, log_to_driver=False)
+    if temp_dir is not None:
+        Path(temp_dir).mkdir(parents=True, exist_ok=True)  # Ray's socket paths must stay short: keep it so
+        kwargs["_temp_dir"] = str(temp_dir)
+    if num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    ray.init(**kwargs)
     return True

@@ -3,8 +3,8 @@
     g(lambda) = lambda . b + sum_i max(0, max_j (c_ij - lambda . m_ij))          (convex, piecewise linear)
 
 Method (host side works on K-vectors only; every pass over users goes through a kernel):
-1. Work on mu = lambda / unit (unit = 1 unless the caller gives per-constraint price scales) and divide the dual
-   by S, the value of the unconstrained greedy rule, so that the numbers the optimiser sees are O(1).
+1. Start at lambda = 0, or at a warm start (`WarmStart`: usually a solve on a 5% user sample, `planner.warmstart`),
+   and divide the dual by S, the value of the unconstrained greedy rule, so the numbers the optimiser sees are O(1).
    (Scaling prices by b, which makes the gradient the relative slack, was measured to be much worse: it spreads
    the curvature by 1/b_k^2.)
 2. Smooth the user part with an entropic (log-sum-exp) term at temperature tau and minimise the smoothed dual by
@@ -15,7 +15,8 @@ Method (host side works on K-vectors only; every pass over users goes through a 
    certificate is known all along: dual objective (an upper bound on the LP optimum), the rule's primal objective
    and its largest relative overshoot. The solver stops once the gap and the overshoot are both within tolerance.
 4. Finish: if the rule still overshoots, raise the prices of the overshooting constraints (per-constraint
-   multiplicative nudges, a few bulk rounds) until it does not, and keep the best certified prices seen.
+   geometric nudges, a few bulk rounds; tried every `nudge_every` passes once the gap is met, and at the end)
+   until it does not, and keep the best certified prices seen. `max_passes` caps every pass, nudges included.
 
 `solve` takes any kernel with `evaluate(lam, tau) -> PassResult` (NumPy, CuPy, Numba, Ray), so the algorithm is
 written once.
@@ -24,14 +25,16 @@ written once.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from types import SimpleNamespace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
 import numpy as np
 
 from planner.kernels import PassResult
 
-__all__ = ["SolverConfig", "Certificate", "Solution", "TracePoint", "Kernel", "solve", "certify", "relative_gap"]
+__all__ = ["SolverConfig", "Certificate", "Solution", "TracePoint", "Kernel", "WarmStart", "solve", "certify",
+           "relative_gap"]
 
 
 class Kernel(Protocol):
@@ -45,11 +48,11 @@ class Kernel(Protocol):
 class SolverConfig:
     """Knobs of the dual solver; defaults suit instances from 1k to 10M users."""
 
-    gap_tol: float = 1e-3  # stop once (dual - primal) / dual <= gap_tol ...
-    violation_tol: float = 1e-3  # ... and max_k (consumption_k / b_k - 1) <= violation_tol
+    gap_tol: float = 5e-3  # stop once (dual - primal) / dual <= gap_tol ... (the documented default guarantee)
+    violation_tol: float = 5e-3  # ... and max_k (consumption_k / b_k - 1) <= violation_tol
     max_passes: int = 2000  # hard cap on passes over the users (each pass is one kernel evaluation)
     time_limit_s: float = 600.0  # wall-clock cap; the best certified prices so far are returned
-    tau_start: float = 0.05  # first temperature, relative to the mean value of a chosen user at lambda = 0
+    tau_start: float = 0.005  # first temperature, relative to the mean value of a chosen user at lambda = 0
     tau_end: float = 1e-4  # last temperature of the schedule
     tau_factor: float = 0.25  # each stage multiplies tau by this
     stage_passes: int = 60  # passes per temperature stage at most
@@ -57,8 +60,17 @@ class SolverConfig:
     memory: int = 12  # L-BFGS pairs kept
     nudge_rounds: int = 30  # finishing rounds that raise prices of overshooting constraints
     early_nudge_rounds: int = 8  # rounds of an early nudge, tried when the gap is met but a constraint is over
-    nudge_every: int = 20  # passes between early nudge attempts
-    initial_mu: tuple[float, ...] | None = None  # warm start in scaled units (from a previous solve)
+    nudge_every: int = 6  # passes between early nudge attempts
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Where to start instead of lambda = 0: usually the prices of a solve on a user sample (`planner.warmstart`)."""
+
+    lam: np.ndarray  # (K,) prices to start from, >= 0
+    greedy_value: float  # value of the unconstrained greedy rule on these users (an estimate is fine): scales the dual
+    value_per_user: float  # mean value of a chosen user at lambda = 0: scales the temperatures
+    tau: float  # first temperature, relative to value_per_user (lower than tau_start: the prices are close)
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,7 @@ class Solution:
     seconds: float  # wall-clock of the solve
     backend: str  # kernel name
     converged: bool  # gap and violation within tolerance
+    tau: float = 0.0  # relative temperature of the last stage (a warm start from these prices may begin there)
     trace: tuple[TracePoint, ...] = field(default=())  # one point per pass
 
 
@@ -141,28 +154,18 @@ def _lbfgs_direction(g: np.ndarray, free: np.ndarray, pairs: list, gamma: float)
 
 
 def solve(kernel: Kernel, b: np.ndarray, cfg: SolverConfig = SolverConfig(),
-          clock: Callable[[], float] = time.perf_counter, unit: np.ndarray | None = None) -> Solution:
+          clock: Callable[[], float] = time.perf_counter, start: WarmStart | None = None) -> Solution:
     """Minimise the dual for the users behind `kernel` and capacities `b` (see the module docstring).
 
-    `unit` (K,) is the price scale per constraint (lambda = mu * unit); 1 by default, which suits instances whose
-    usage figures are in units comparable to the values (as the generator's are).
+    Without `start` the first pass is at lambda = 0 (it also measures the scale of the values); with it, the
+    solve begins at `start.lam` and temperature `start.tau`.
     """
     b = np.asarray(b, dtype=np.float64)
     K = len(b)
     t0 = clock()
     trace: list[TracePoint] = []
     passes = 0
-
-    zero = kernel.evaluate(np.zeros(K), 0.0)
-    passes += 1
-    S = max(zero.hard_value, 1e-12)  # value of the unconstrained greedy rule
-    value_per_user = S / max(zero.chosen, 1)
-    if unit is None:
-        unit = np.full(K, 1.0)
-    unit = np.asarray(unit, dtype=np.float64)
-
-    best = [np.zeros(K), zero, certify(np.zeros(K), b, zero)]
-    trace.append(TracePoint(clock() - t0, passes, best[2].gap, best[2].max_violation))
+    best: list = [None, None, None]
 
     def done(cert: Certificate) -> bool:
         return cert.gap <= cfg.gap_tol and cert.max_violation <= cfg.violation_tol
@@ -170,30 +173,38 @@ def solve(kernel: Kernel, b: np.ndarray, cfg: SolverConfig = SolverConfig(),
     def out_of_budget() -> bool:
         return passes >= cfg.max_passes or clock() - t0 >= cfg.time_limit_s
 
-    if done(best[2]):
-        return _finish(kernel, b, [tuple(best)], passes, t0, clock, cfg, trace)
+    if start is None:
+        zero = kernel.evaluate(np.zeros(K), 0.0)
+        passes += 1
+        S = max(zero.hard_value, 1e-12)  # value of the unconstrained greedy rule
+        value_per_user = S / max(zero.chosen, 1)
+        best = [np.zeros(K), zero, certify(np.zeros(K), b, zero)]
+        trace.append(TracePoint(clock() - t0, passes, best[2].gap, best[2].max_violation))
+        if done(best[2]):
+            return _finish(kernel, b, [tuple(best)], passes, t0, clock, cfg, trace)
+        mu, tau = np.zeros(K), cfg.tau_start
+    else:
+        S, value_per_user = max(start.greedy_value, 1e-12), max(start.value_per_user, 1e-12)
+        mu, tau = np.maximum(np.asarray(start.lam, dtype=np.float64), 0.0), start.tau
     last = list(best)
     last_nudge = 0
-
-    mu = np.zeros(K) if cfg.initial_mu is None else np.maximum(np.asarray(cfg.initial_mu, dtype=np.float64), 0.0)
-    tau = cfg.tau_start
     gamma = None
     stop = False
-    while not stop:
+    while not stop and (best[2] is None or not out_of_budget()):  # at least one pass, then the budget
         tau_abs = tau * value_per_user
 
         def smoothed(m: np.ndarray) -> tuple[float, np.ndarray, Certificate]:
             nonlocal passes
-            lam = m * unit
+            lam = m
             res = kernel.evaluate(lam, tau_abs)
             passes += 1
             cert = certify(lam, b, res)
             trace.append(TracePoint(clock() - t0, passes, cert.gap, cert.max_violation))
-            if _score(cert, cfg) < _score(best[2], cfg):
+            if best[2] is None or _score(cert, cfg) < _score(best[2], cfg):
                 best[:] = [lam.copy(), res, cert]
             last[:] = [lam.copy(), res, cert]
             value = float(np.dot(lam, b) + res.smooth_value) / S
-            grad = (b - res.smooth_consumption) * unit / S
+            grad = (b - res.smooth_consumption) / S
             return value, grad, cert
 
         f, g, cert = smoothed(mu)
@@ -204,7 +215,7 @@ def solve(kernel: Kernel, b: np.ndarray, cfg: SolverConfig = SolverConfig(),
                 1e-2 / max(float(np.max(np.abs(g))), 1e-300)
         stage_passes = 0
         while not stop:
-            rel_slack = np.where((mu <= 0.0) & (g > 0.0), 0.0, g * S / (b * unit))  # (b - cons) / b, projected
+            rel_slack = np.where((mu <= 0.0) & (g > 0.0), 0.0, g * S / b)  # (b - cons) / b, projected
             if float(np.max(np.abs(rel_slack))) <= cfg.stage_tol or stage_passes >= cfg.stage_passes:
                 break
             free = ~((mu <= 0.0) & (g > 0.0))
@@ -224,8 +235,10 @@ def solve(kernel: Kernel, b: np.ndarray, cfg: SolverConfig = SolverConfig(),
                     # nudges now rather than after the whole schedule.
                     early = _finish(kernel, b, [tuple(last)], passes, t0, clock, cfg, trace, cfg.early_nudge_rounds)
                     passes = last_nudge = early.iterations
+                    if _score(early.certificate, cfg) < _score(best[2], cfg):  # keep the best prices seen anywhere
+                        best[:] = [early.lam, SimpleNamespace(hard_consumption=early.consumption), early.certificate]
                     if early.converged:
-                        return early
+                        return replace(early, tau=tau)
                 if f_new <= f + 1e-4 * float(np.dot(g, trial - mu)) or stop or stage_passes >= cfg.stage_passes:
                     break
                 alpha *= 0.25
@@ -241,29 +254,36 @@ def solve(kernel: Kernel, b: np.ndarray, cfg: SolverConfig = SolverConfig(),
         gamma *= cfg.tau_factor
         tau = max(tau * cfg.tau_factor, cfg.tau_end)
     candidates = [tuple(best)] if last[0] is best[0] else [tuple(best), tuple(last)]
-    return _finish(kernel, b, candidates, passes, t0, clock, cfg, trace)
+    return replace(_finish(kernel, b, candidates, passes, t0, clock, cfg, trace), tau=tau)
 
 
 def _nudge(kernel, b, lam, res, cert, cfg, rounds, record):
-    """Raise the prices of overshooting constraints until the online rule fits (or the rounds run out).
+    """Raise the prices of overshooting constraints until the online rule fits (or the rounds run out); returns
+    the best-scored prices met on the way (the starting ones included).
 
-    Each round multiplies the price of every constraint still over by (1 + step_k); step_k starts at a quarter of
-    the overshoot and doubles while the constraint stays over: small moves first, so the gap barely changes.
+    Each round raises the price of every constraint still over by step_k x ref_k, where ref_k is its price or, if
+    that is small, a tenth of the mean positive price (a constraint priced at ~0 must be able to move at all);
+    step_k starts at half the overshoot (+1%) and doubles while the constraint stays over: small moves first, so
+    the gap barely changes, and geometric growth, so a capacity a single user overfills is reached in a few rounds.
     """
     K = len(b)
     step = np.zeros(K)
-    scale = max(float(np.max(lam)), 1e-12) if K else 1.0
+    positive = lam[lam > 0]
+    floor = 0.1 * float(np.mean(positive)) if positive.size else 1e-3 * max(float(np.max(np.abs(b))), 1e-12)
+    kept = (lam, res, cert)
     for _ in range(rounds):
         if cert.max_violation <= cfg.violation_tol:
             break
         ratio = res.hard_consumption / b
         over = ratio > 1.0 + 0.25 * cfg.violation_tol
-        step = np.where(over, np.where(step > 0, 2.0 * step, 0.25 * (ratio - 1.0) + 1e-5), 0.0)
+        step = np.where(over, np.where(step > 0, 2.0 * step, 0.5 * (ratio - 1.0) + 1e-2), 0.0)
         lam = lam.copy()
-        lam[over] = np.maximum(lam[over], 1e-4 * scale) * (1.0 + step[over])
+        lam[over] = lam[over] + step[over] * np.maximum(lam[over], floor)
         res = kernel.evaluate(lam, 0.0)
         cert = record(lam, res)
-    return lam, res, cert
+        if _score(cert, cfg) < _score(kept[2], cfg):
+            kept = (lam, res, cert)
+    return kept
 
 
 def _finish(kernel, b, candidates, passes, t0, clock, cfg, trace, rounds: int | None = None) -> Solution:
@@ -279,8 +299,9 @@ def _finish(kernel, b, candidates, passes, t0, clock, cfg, trace, rounds: int | 
     results = []
     for lam, res, cert in candidates:
         if cert.max_violation > cfg.violation_tol:
+            budget = max(0, cfg.max_passes - state["passes"])  # max_passes is a hard cap, nudges included
             lam, res, cert = _nudge(kernel, b, lam, res, cert, cfg,
-                                    cfg.nudge_rounds if rounds is None else rounds, record)
+                                    min(budget, cfg.nudge_rounds if rounds is None else rounds), record)
         results.append((_score(cert, cfg), lam, res, cert))
         if _score(cert, cfg) <= 1.0:
             break

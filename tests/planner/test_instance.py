@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -104,3 +107,87 @@ def test_partition_reads_only_its_rows(tmp_path):
         np.testing.assert_array_equal(getattr(part, name), getattr(ref, name))
     assert count_users(tmp_path / "i.npz") == 500
     assert load_partition(tmp_path / "i.npz", 0, 0).n == 0
+
+
+def _npy_bytes(shape, dtype="<f8", data: bytes = b"") -> bytes:
+    """A .npy file whose header declares `shape` and `dtype`, followed by `data` (however short)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)})
+    return buf.getvalue() + data
+
+
+def _zip_with(tmp_path, members: dict, name="adv.npz", compress=zipfile.ZIP_DEFLATED):
+    """An .npz of a valid small instance whose members are replaced or added by raw `members` bytes."""
+    base = small_instance(n=20, K=3)
+    arrays = _arrays(base)
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w", compression=compress) as zf:
+        for key, arr in arrays.items():
+            if key not in members:
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, np.asarray(arr))
+                zf.writestr(f"{key}.npy", buf.getvalue())
+        for key, raw in members.items():
+            zf.writestr(f"{key}.npy", raw)
+    return path
+
+
+def test_compressed_member_declaring_gigabytes_is_refused_without_decompressing(tmp_path, monkeypatch):
+    """A small compressed member whose header declares 8 GB is refused from its header alone: no member's data
+    is read, nothing large is allocated, and the message names the array."""
+    declared = (1_000_000_000,)  # 8 GB of float64
+    path = _zip_with(tmp_path, {"c": _npy_bytes(declared, data=bytes(35 << 20))})
+    assert path.stat().st_size < 1 << 20  # 35 MB of zeros compress to a few tens of KB
+    import planner.instance as instance_mod
+
+    read = instance_mod.read_member
+    monkeypatch.setattr(instance_mod, "read_member",
+                        lambda zf, h: read(zf, h) if h.name == "kind" else pytest.fail(f"read {h.name}"))
+    with pytest.raises(InstanceError, match=r"'c'.*declares shape \(1000000000,\)"):
+        load_instance(path)
+
+
+def test_consistent_but_oversized_declaration_is_refused_by_the_budget(tmp_path, monkeypatch):
+    """Arrays whose declared sizes agree with each other but exceed the memory budget are refused before any data
+    is read, naming the largest array and the budget."""
+    inst = small_instance(n=2000, K=4)
+    path = tmp_path / "i.npz"
+    save_instance(path, inst)
+    import planner.instance as instance_mod
+
+    read = instance_mod.read_member
+    monkeypatch.setattr(instance_mod, "read_member",
+                        lambda zf, h: read(zf, h) if h.name == "kind" else pytest.fail(f"read {h.name}"))
+    with pytest.raises(InstanceError, match=r"'w'.*over the memory budget of 100.0 KiB"):
+        load_instance(path, budget_bytes=100 << 10)
+    with pytest.raises(InstanceError, match="over the memory budget"):
+        load_partition(path, 0, 2000, budget_bytes=100 << 10)
+
+
+def test_dense_file_with_huge_K_does_not_allocate_its_identity(tmp_path):
+    """A dense file with M of shape (0, 0, 60000) would need a 26.8 GiB K x K identity in factored form: it is
+    refused naming 'M' under the default budget (at most 16 GiB), before anything is allocated."""
+    K = 60_000
+    arrays = {"c": np.zeros((0, 0)), "mask": np.zeros((0, 0), bool), "M": np.zeros((0, 0, K)),
+              "b": np.ones(K), "kind": np.array("dense")}
+    path = _write(tmp_path, arrays)
+    with pytest.raises(InstanceError, match=r"'M'.*26.8 GiB.*memory budget"):
+        load_instance(path)
+
+
+@pytest.mark.parametrize("member,raw,problem", [
+    ("c", _npy_bytes((50, 6), dtype="|O"), "pickle"),
+    ("w", b"not an npy file at all", "not a .npy array"),
+    ("mask", _npy_bytes((50, 6), dtype="|b1", data=b"\x01" * 10), "holds only"),
+    ("item", _npy_bytes((7, 6), dtype="<i4", data=bytes(7 * 6 * 4)), "shape (7, 6), expected (20, 6)"),
+    ("seed", _npy_bytes((2,), dtype="<i8", data=bytes(16)), "integer scalar"),
+    ("kind", _npy_bytes((), dtype="<f8", data=bytes(8)), "string scalar"),
+])
+def test_adversarial_members_name_the_array(tmp_path, member, raw, problem):
+    """Pickled objects, non-.npy bytes, truncated data, shapes that disagree with the others, a seed that is not
+    a scalar, a kind that is not a string: each is an InstanceError naming the file, the array and the problem."""
+    path = _zip_with(tmp_path, {member: raw})
+    with pytest.raises(InstanceError) as err:
+        load_instance(path)
+    msg = str(err.value)
+    assert str(path) in msg and f"'{member}'" in msg and problem in msg

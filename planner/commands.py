@@ -1,4 +1,6 @@
-"""`python -m planner generate | solve | evaluate`: the planner's command line (the edge where env is read)."""
+"""`python -m planner generate | solve | evaluate`: the planner's command line, the only place the planner reads
+the environment (NUMBA_CACHE_DIR's default, RAY_ADDRESS for `--backend ray`); named `commands` so that it does not
+clash with `deploy/cli.py`, which runs it as `raygate plan`."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ def _edge_environment() -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from planner.generate import FAMILIES  # plain Python and NumPy: nothing here compiles or reads env
+    from planner.solver import SolverConfig
+
     p = argparse.ArgumentParser(prog="python -m planner", description="Nearline LP planner: dual prices.")
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="write a seeded, realistic instance file")
@@ -28,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--R", type=int, default=2, help="usage types (0 spend, 1 count, ...)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--kind", choices=("factored", "dense"), default="factored")
+    g.add_argument("--family", choices=tuple(FAMILIES), default="baseline", help="instance family (see generate.py)")
     g.add_argument("--out", required=True, help="instance file to write (.npz)")
     s = sub.add_parser("solve", help="compute dual prices and their certificate")
     s.add_argument("instance")
@@ -36,30 +42,44 @@ def _parser() -> argparse.ArgumentParser:
                    help="default: the fastest available single-process backend")
     s.add_argument("--sample", type=float, default=None, help="solve on this fraction of users, judge on all")
     s.add_argument("--sample-seed", type=int, default=0)
-    s.add_argument("--gap-tol", type=float, default=1e-3)
-    s.add_argument("--violation-tol", type=float, default=1e-3)
+    s.add_argument("--gap-tol", type=float, default=SolverConfig.gap_tol,
+                   help="certified relative gap to reach (default %(default)s)")
+    s.add_argument("--violation-tol", type=float, default=SolverConfig.violation_tol,
+                   help="largest relative overshoot of any constraint (default %(default)s)")
+    s.add_argument("--cold", action="store_true", help="no warm start from a user sample")
+
     s.add_argument("--time-limit", type=float, default=600.0)
     s.add_argument("--workers", type=int, default=0, help="ray backend: partition actors (0: one per CPU)")
     e = sub.add_parser("evaluate", help="judge a DUALS.json on an instance (incl. random-order hard stop)")
     e.add_argument("instance")
     e.add_argument("duals")
     e.add_argument("--seed", type=int, default=0, help="order of the hard-stop replay")
+    for sp in (s, e):
+        sp.add_argument("--memory-budget-gb", type=float, default=None,
+                        help="refuse files needing more (default: half the available memory, at most 16 GiB)")
     return p
 
 
+def _budget(args) -> int | None:
+    return None if args.memory_budget_gb is None else int(args.memory_budget_gb * (1 << 30))
+
+
 def _generate(args) -> int:
-    from planner.generate import GeneratorConfig, generate_instance
+    from planner.generate import family_config, generate_instance
     from planner.instance import save_instance
 
-    inst = generate_instance(GeneratorConfig(n=args.n, J=args.J, K=args.K, P=args.P, R=args.R, seed=args.seed))
+    inst = generate_instance(family_config(args.family, args.n, args.J, args.K, args.seed, P=args.P, R=args.R))
     save_instance(args.out, inst, dense=args.kind == "dense")
-    print(json.dumps({"out": args.out, "kind": args.kind, "n": inst.n, "J": inst.J, "K": inst.K, "P": inst.P,
+    print(json.dumps({"out": args.out, "kind": args.kind, "family": args.family, "n": inst.n, "J": inst.J,
+                      "K": inst.K, "P": inst.P,
                       "R": inst.R, "seed": args.seed}))
     return 0
 
 
 def _solve(args) -> int:
     from planner.api import solve_file
+    from planner.warmstart import WarmStartConfig
+
     from planner.solver import SolverConfig
 
     cfg = SolverConfig(gap_tol=args.gap_tol, violation_tol=args.violation_tol, time_limit_s=args.time_limit)
@@ -68,18 +88,20 @@ def _solve(args) -> int:
     if args.backend == "ray":
         from planner.ray_backend import RayConfig, connect_ray
 
-        started_ray = connect_ray()
-        ray_config = RayConfig(workers=args.workers)
+        started_ray = connect_ray(os.environ.get("RAY_ADDRESS") or None)
+        worker_env = (("NUMBA_CACHE_DIR", os.environ["NUMBA_CACHE_DIR"]),)
+        ray_config = RayConfig(workers=args.workers, worker_env=worker_env)
     try:
-        record = solve_file(args.instance, args.backend, cfg, args.sample, args.sample_seed, ray_config)
+        record = solve_file(args.instance, args.backend, cfg, args.sample, args.sample_seed, ray_config,
+                            warm=None if args.cold else WarmStartConfig(), budget_bytes=_budget(args))
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
     Path(args.out).write_text(json.dumps(record))
-    summary = {k: record[k] for k in ("dual_objective", "primal_objective", "gap", "max_violation", "iterations",
-                                      "seconds", "backend")}
+    summary = {k: record[k] for k in ("dual_objective", "primal_objective", "gap", "max_violation", "converged",
+                                      "iterations", "seconds", "backend")}
     print(json.dumps(summary))
     return 0
 
@@ -90,7 +112,7 @@ def _evaluate(args) -> int:
     from planner.evaluate import judge_prices
     from planner.instance import load_instance
 
-    inst = load_instance(args.instance)
+    inst = load_instance(args.instance, _budget(args))
     try:
         lam = np.asarray(json.loads(Path(args.duals).read_text())["lambda"], dtype=np.float64)
     except (OSError, ValueError, KeyError, TypeError) as exc:
