@@ -51,11 +51,20 @@ def default_solve(backend: str = "numpy", gap_tol: float = 1e-3, violation_tol: 
 
     def run(inst: Instance, b: np.ndarray, initial: np.ndarray | None) -> Solution:
         from planner.backends import make_kernel
-        from planner.solver import solve
+        from planner.solver import WarmStart, solve
 
-        cfg = SolverConfig(gap_tol=gap_tol, violation_tol=violation_tol, time_limit_s=time_limit_s,
-                           initial_mu=None if initial is None else tuple(float(x) for x in initial))
-        return solve(make_kernel(backend, inst), b, cfg)
+        cfg = SolverConfig(gap_tol=gap_tol, violation_tol=violation_tol, time_limit_s=time_limit_s)
+        kernel = make_kernel(backend, inst)
+        start = None
+        if initial is not None:  # consecutive cycles differ little: begin at the last prices, one stage cooler
+            zero = kernel.evaluate(np.zeros(inst.K), 0.0)
+            start = WarmStart(lam=np.maximum(np.asarray(initial, dtype=np.float64), 0.0),
+                              greedy_value=zero.hard_value, value_per_user=zero.hard_value / max(zero.chosen, 1),
+                              tau=cfg.tau_start * cfg.tau_factor)
+        try:
+            return solve(kernel, b, cfg, start=start)
+        finally:
+            kernel.close()
 
     return run
 

@@ -92,3 +92,18 @@ def test_status_shows_use_plan_prices_forecast_and_certificate(redis_client):
     assert [c["name"] for c in st["constraints"]] == list(sc.constraint_names)
     assert all(c["used"] == 0.0 and c["planned_use"] is not None and c["price"] >= 0 for c in st["constraints"])
     assert st["certificate"]["rigorous_gap"] <= sc.gap_tol and st["forecast"]["remaining_requests"] > 0
+
+
+def test_default_solve_runs_the_real_solver_cold_and_warm():
+    """The nearline loop's solve goes through the solver's public API: cold, then warm from the last prices, which
+    certifies in no more passes than the cold solve (the API drifted once and every cycle failed)."""
+    from planner.allocation.nearline import default_solve
+    from tests.planner.planner_testlib import small_instance
+
+    inst = small_instance(n=3000, K=6)
+    solve = default_solve("numpy", gap_tol=5e-3, violation_tol=5e-3)
+    cold = solve(inst, inst.b, None)
+    assert cold.certificate.gap <= 5e-3 and cold.certificate.max_violation <= 5e-3
+    warm = solve(inst, inst.b, cold.lam)
+    assert warm.certificate.gap <= 5e-3 and warm.certificate.max_violation <= 5e-3
+    assert warm.iterations <= cold.iterations
