@@ -16,11 +16,18 @@ from pathlib import Path
 
 import orjson
 
-from deploy.controller import ApplyError, ControllerConfig
-from deploy.embedded import EmbeddedRedis, RedisNotInstalled, start_local_ray
+from deploy.embedded import (
+    EmbeddedRedis,
+    RedisNotInstalled,
+    start_local_ray,
+    write_private_file,
+)
+from deploy.gateways import gateway_config
+from deploy.names import CONTROLLER_NAME, NAMESPACE
+from deploy.policy import ControllerConfig
+from deploy.replica_ops import ApplyError
 from deploy.rundir import read_run_info
-from deploy.spec import GatewaySpec, Spec, load_spec
-from gateway.config import GatewayConfig
+from deploy.spec import Spec, load_spec
 
 __all__ = ["UpOptions", "run_up"]
 
@@ -29,11 +36,12 @@ __all__ = ["UpOptions", "run_up"]
 class UpOptions:
     spec_path: str | None  # spec to apply; None: the packaged quickstart
     run_dir: Path  # pid, admin token, Redis data (AOF) and gateway metrics live here
-    redis_url: str | None  # join this Redis; None: start one on a free loopback port
-    ray_address: str | None  # join this Ray cluster; None: start a local Ray on loopback
+    redis_url: str | None  # join this Redis (REDIS_URL, password included); None: start one on loopback
+    ray_address: str | None  # join this Ray cluster (RAY_ADDRESS); None: start a local Ray on loopback
+    admin_token: str | None = None  # admin API token (RAYGATE_ADMIN_TOKEN); None: a fresh random one
     host: str | None = None  # gateway bind address (overrides the spec); loopback by default
     port: int | None = None  # gateway port (overrides the spec)
-    num_gateways: int | None = None  # gateway processes (overrides the spec)
+    num_gateways: int | str | None = None  # gateway processes, or "auto" (overrides the spec)
     num_cpus: float | None = None  # CPUs of a local Ray (default: the machine's)
 
 
@@ -46,9 +54,8 @@ def run_up(options: UpOptions, out=sys.stdout) -> int:
         print(message, file=out, flush=True)
 
     spec: Spec = load_spec(options.spec_path or _quickstart_path())  # SpecError: caller prints it
-    gateway_spec: GatewaySpec = spec.gateway
     run_dir = Path(options.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = read_run_info(run_dir)
     if info and _alive(info.get("pid", 0)):
         say(f"raygate is already running from {run_dir} (pid {info['pid']}); `raygate down` stops it")
@@ -67,13 +74,16 @@ def run_up(options: UpOptions, out=sys.stdout) -> int:
     try:
         redis_url = options.redis_url
         if not redis_url:
+            password = secrets.token_urlsafe(24)
+            write_private_file(run_dir / "redis-password", password)
             try:
-                redis = EmbeddedRedis(data_dir=run_dir / "redis").start()
+                redis = EmbeddedRedis(data_dir=run_dir / "redis", password=password).start()
             except RedisNotInstalled as exc:
                 say(f"error: {exc}")
                 return 2
             redis_url = redis.url
-            say(f"redis: started {redis_url} (data in {run_dir / 'redis'})")
+            say(f"redis: started on {redis.host}:{redis.port} with a password (in {run_dir / 'redis-password'}; "
+                f"data in {run_dir / 'redis'})")
         if options.ray_address:
             ray.init(address=options.ray_address, namespace="raygate", configure_logging=False)
             say(f"ray: joined {options.ray_address}")
@@ -87,24 +97,20 @@ def run_up(options: UpOptions, out=sys.stdout) -> int:
         metrics_dir = run_dir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
-        admin_token = os.environ.get("RAYGATE_ADMIN_TOKEN") or secrets.token_urlsafe(24)
-        host = options.host or gateway_spec.host
-        port = options.port if options.port is not None else gateway_spec.port
-        gateway = GatewayConfig(
-            host=host, port=port, num_gateways=options.num_gateways or gateway_spec.num_gateways,
-            max_body_bytes=gateway_spec.max_body_bytes, access_log=gateway_spec.access_log,
-            admin_token=admin_token, metrics_dir=str(metrics_dir), log_dir=str(run_dir / "logs"))
+        admin_token = options.admin_token or secrets.token_urlsafe(24)
+        token_file = write_private_file(run_dir / "admin-token", admin_token)
+        gateway = gateway_config(spec.gateway, admin_token=admin_token, metrics_dir=str(metrics_dir),
+                                 log_dir=str(run_dir / "logs"), controller_name=CONTROLLER_NAME,
+                                 namespace=NAMESPACE, host=options.host, port=options.port,
+                                 num_gateways=options.num_gateways)
         controller_config = ControllerConfig(redis_url=redis_url, gateway=gateway)
         from deploy.platform import Platform
 
         platform = Platform(controller_config).start()
-        url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        url = f"http://{url_host}:{port}"
-        token_file = run_dir / "admin-token"
-        token_file.write_text(admin_token)
-        token_file.chmod(0o600)
-        (run_dir / "up.json").write_bytes(orjson.dumps({
-            "pid": os.getpid(), "url": url, "token_file": str(token_file), "redis_url": redis_url}))
+        url_host = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
+        url = f"http://{url_host}:{gateway.port}"
+        write_private_file(run_dir / "up.json", orjson.dumps({
+            "pid": os.getpid(), "url": url, "token_file": str(token_file)}).decode())
         say(f"deploying {options.spec_path or 'the quickstart'} ...")
         try:
             platform.apply(spec)
