@@ -105,7 +105,8 @@ class Controller:
 
     async def _start(self) -> None:
         await self.persistence.open()  # waits for Redis (bounded); recovers and adopts replicas
-        self.publish()
+        if not self.persistence.blocked:  # a refused saved state: routers keep the table they have
+            self.publish()
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(self._control_loop())
         await self.fleet.ensure()

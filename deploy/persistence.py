@@ -150,6 +150,11 @@ class StatePersistence:
         self.controller.channel_token = new_token
         log.info("channel_token_rotated", replicas=len(adopted))
 
+    @property
+    def blocked(self) -> bool:
+        """A refused saved state is still in place: save nothing over it, publish nothing, until told."""
+        return self.rejected is not None and not self.rejected.get("set_aside")
+
     def snapshot(self) -> SavedState:
         ctl = self.controller
         self.revision += 1
@@ -162,7 +167,7 @@ class StatePersistence:
 
     async def save(self) -> bool:
         """Save the controller's state now (a newer save already written wins); False when Redis failed."""
-        if self.store is None or (self.rejected is not None and not self.rejected.get("set_aside")):
+        if self.store is None or self.blocked:
             return True
         state = self.snapshot()
         try:

@@ -226,15 +226,15 @@ def _admin_handlers(config: GatewayConfig, admin: AdminBackend | None, state: Ga
         doc = await read_doc(request)
         if not isinstance(doc, dict) or not isinstance(doc.get("weights"), dict):
             raise BadRequest("body must be {\"app\": ..., \"deployment\": ..., \"weights\": {version: weight}}")
-        weights = {str(k): float(v) for k, v in doc["weights"].items()}
-        return _json(await admin.set_weights(str(doc["app"]), str(doc["deployment"]), weights))
+        # Raw values: the controller validates them with the spec's own types (400 naming the field).
+        return _json(await admin.set_weights(doc.get("app"), doc.get("deployment"), doc["weights"]))
 
     async def scale(request: web.Request) -> web.Response:
         doc = await read_doc(request)
         if not isinstance(doc, dict):
             raise BadRequest("body must be a JSON object")
-        return _json(await admin.scale(str(doc["app"]), str(doc["deployment"]), str(doc["version"]),
-                                       int(doc["num_replicas"])))
+        return _json(await admin.scale(doc.get("app"), doc.get("deployment"), doc.get("version"),
+                                       doc.get("num_replicas")))
 
     async def shutdown(request: web.Request) -> web.Response:
         asyncio.get_running_loop().call_later(0.1, lambda: asyncio.ensure_future(admin.shutdown()))
