@@ -118,6 +118,22 @@ apps:
         request_timeout_s: 10
         max_ongoing_requests: 32
         resources: {num_cpus: 0.05}
+  - name: plain
+    route_prefix: /plain-env
+    ingress: environment
+    deployments:
+      - name: environment
+        import_path: deploy.examples.models:environment
+        resources: {num_cpus: 0.05}
+  - name: rolling
+    route_prefix: /rolling
+    ingress: linear
+    deployments:
+      - name: linear
+        import_path: deploy.examples.models:Linear
+        num_replicas: 2
+        idempotent: true
+        resources: {num_cpus: 0.05}
   - name: mirror
     route_prefix: /mirror
     ingress: echo
