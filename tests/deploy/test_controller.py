@@ -155,3 +155,15 @@ async def test_token_rotation_asks_every_adopted_replica_and_reports_refusals():
     old = ReplicaRecord("b", ("q", "lin", "v1"), StubReplica(rotates=False), 0.0, "f")
     refused = await rotate_channel_tokens([good, old], b"n" * 16, 30.0, 1.0)
     assert refused == [old] and good.actor.rotate_channel_token.calls == [(b"n" * 16, 30.0)]
+
+
+async def test_a_controller_that_cannot_reach_redis_gives_up_with_a_clear_error_and_no_password():
+    """Bounded wait, then RedisUnreachable naming the address (without the password); nothing starts empty."""
+    from deploy.embedded import free_port
+    from deploy.persistence import RedisUnreachable
+
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    ctl = Controller(ControllerConfig(redis_url=url, policy=ControllerPolicy(redis_wait_s=0.3, redis_retry_s=0.05)))
+    with pytest.raises(RedisUnreachable, match="cannot reach Redis at redis://127.0.0.1") as error:
+        await ctl.persistence.open()
+    assert "hunter2" not in str(error.value) and ctl.spec.apps == () and ctl.persistence.store is None
