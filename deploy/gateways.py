@@ -95,9 +95,9 @@ class GatewayFleet:
         try:
             stats = await asyncio.wait_for(handle.stats.remote(), self.call_timeout_s)
         except Exception as exc:  # restarting (Ray brings it back) or stuck
-            return entry | {"state": "UNREACHABLE", "error": type(exc).__name__, "pid": 0, "served": 0,
+            return entry | {"state": "unreachable", "error": type(exc).__name__, "pid": 0, "served": 0,
                             "in_flight": 0, "table_version": 0, "traffic": [], "ejections": []}
-        return entry | {"state": "SERVING"} | stats
+        return entry | {"state": "serving"} | stats
 
     async def stats(self) -> list[dict]:
         """Per gateway process: what Gateway.stats() returns, its index and name, and a state."""

@@ -133,7 +133,7 @@ def test_status_shows_each_gateway_process(platform):
     gateways = platform.platform.status()["gateways"]
     assert sorted(g["index"] for g in gateways) == [0, 1]
     for gateway in gateways:
-        assert gateway["state"] == "SERVING" and gateway["pid"] > 0, gateway
+        assert gateway["state"].lower() == "serving" and gateway["pid"] > 0, gateway
         assert {"served", "in_flight", "table_version", "traffic", "ejections"} <= set(gateway)
     assert len({g["pid"] for g in gateways}) == 2
 
@@ -182,6 +182,10 @@ async def _scrape_errors_total(url: str) -> float:
             return _errors_total(await r.text())
 
 
+async def _at_least(url: str, value: float) -> bool:
+    return await _scrape_errors_total(url) >= value
+
+
 async def test_metrics_scrape_sees_the_whole_node(platform):
     """With two gateway processes on one port, every scrape (whichever process answers) counts all requests,
     and both processes served some of the 40 requests sent here (deltas, not totals since the session)."""
@@ -195,6 +199,8 @@ async def test_metrics_scrape_sees_the_whole_node(platform):
     served_after = {s["pid"]: s["served"] for s in ray.get([g.stats.remote() for g in platform.platform.gateways()])}
     deltas = {pid: served_after[pid] - served_before.get(pid, 0) for pid in served_after}
     assert all(n > 0 for n in deltas.values()) and sum(deltas.values()) >= 40, deltas
+    # Each process writes its samples to the node's files a few times a second: wait (bounded) until they show.
+    await wait_for(lambda: _at_least(platform.url, before + 40), 10, "the 40 requests in a scrape", period_s=0.05)
     seen = [await _scrape_errors_total(platform.url) for _ in range(8)]
     assert all(value >= before + 40 for value in seen), (before, seen)
     async with ClientSession() as session:
@@ -209,7 +215,7 @@ async def test_a_killed_gateway_costs_only_its_in_flight_requests_and_no_counts(
     new process back (new pid, serving), and the node's request counters never go back."""
     await wait_settled(platform.platform)
     gateways = platform.platform.status()["gateways"]
-    assert all(g["state"] == "SERVING" and g["pid"] > 0 for g in gateways), gateways
+    assert all(g["state"].lower() == "serving" and g["pid"] > 0 for g in gateways), gateways
     victim = gateways[0]["pid"]
     port = int(platform.url.rsplit(":", 1)[1])
     counted_before = await _scrape_errors_total(platform.url)
@@ -241,9 +247,11 @@ async def test_a_killed_gateway_costs_only_its_in_flight_requests_and_no_counts(
 
     def replaced():
         states = platform.platform.status()["gateways"]
-        return all(g["state"] == "SERVING" and g["pid"] not in (0, victim) for g in states
+        return all(g["state"].lower() == "serving" and g["pid"] not in (0, victim) for g in states
                    if g["index"] == gateways[0]["index"])
     await wait_for(replaced, 60, "a new gateway process for the killed one", period_s=0.2)
+    await wait_for(lambda: _at_least(platform.url, counted_before + ok_before_kill), 10, "the counts in a scrape",
+                   period_s=0.05)
     seen = [await _scrape_errors_total(platform.url) for _ in range(8)]
     assert all(value >= counted_before + ok_before_kill for value in seen), (counted_before, ok_before_kill, seen)
 
