@@ -298,8 +298,10 @@ class Controller:
             merged = merged_weights(spec_weights, overrides)
             self.weights[(app, deployment)] = overrides
             self.publish()
+            version = self.table.version
             await self.persistence.save()
-        return {"app": app, "deployment": deployment, "weights": merged, "table_version": self.table.version}
+        await self.wait_for_acks(version, self.policy.ack_timeout_s)  # routers run the new weights on return
+        return {"app": app, "deployment": deployment, "weights": merged, "table_version": version}
 
     # -- status -----------------------------------------------------------------------------------
     async def status(self) -> dict:
