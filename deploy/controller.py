@@ -232,10 +232,10 @@ class Controller:
         return self.table
 
     async def watch_table(self, known_version: int, timeout_s: float = 10.0,
-                          watcher_id: str | None = None) -> RoutingTable | None:
+                          watcher_id: str = "") -> RoutingTable | None:
         """Long poll: the table as soon as its version is newer than `known_version`, else None on timeout.
         The call acknowledges that `watcher_id` runs `known_version` (contract 1)."""
-        if watcher_id is not None:
+        if watcher_id:  # "" or None: an anonymous poll, not an acknowledgement
             self.acks.record(watcher_id, known_version)
         await self.start()
         if known_version > self.table.version:  # a router ahead of us (memory-only controller restarted)
