@@ -67,56 +67,37 @@ def run_up(options: UpOptions, out=sys.stdout) -> int:
 
     redis = None
     ray_temp = None
-    controller_config = None
     platform = None
-    import ray
-
     try:
         redis_url = options.redis_url
         if not redis_url:
-            password = secrets.token_urlsafe(24)
-            write_private_file(run_dir / "redis-password", password)
             try:
-                redis = EmbeddedRedis(data_dir=run_dir / "redis", password=password).start()
+                redis = _start_redis(run_dir)
             except RedisNotInstalled as exc:
                 say(f"error: {exc}")
                 return 2
             redis_url = redis.url
             say(f"redis: started on {redis.host}:{redis.port} with a password (in {run_dir / 'redis-password'}; "
                 f"data in {run_dir / 'redis'})")
-        if options.ray_address:
-            ray.init(address=options.ray_address, namespace="raygate", configure_logging=False)
-            say(f"ray: joined {options.ray_address}")
-        else:
-            ray_temp = tempfile.mkdtemp(prefix="rg-", dir="/tmp")
-            start_local_ray(temp_dir=ray_temp, num_cpus=options.num_cpus, log_to_driver=False)
-            say("ray: started a local Ray on 127.0.0.1")
+        ray_temp = _start_ray(options, say)
         for signum in (signal.SIGINT, signal.SIGTERM):  # ray.init installs its own handlers
             signal.signal(signum, lambda *_: stop.set())
 
-        metrics_dir = run_dir / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        admin_token = options.admin_token or secrets.token_urlsafe(24)
-        token_file = write_private_file(run_dir / "admin-token", admin_token)
-        gateway = gateway_config(spec.gateway, admin_token=admin_token, metrics_dir=str(metrics_dir),
-                                 log_dir=str(run_dir / "logs"), controller_name=CONTROLLER_NAME,
-                                 namespace=NAMESPACE, host=options.host, port=options.port,
-                                 num_gateways=options.num_gateways)
-        controller_config = ControllerConfig(redis_url=redis_url, gateway=gateway)
+        gateway, token_file = _gateway_config(spec, options, run_dir)
         from deploy.platform import Platform
 
-        platform = Platform(controller_config).start()
+        platform = Platform(ControllerConfig(redis_url=redis_url, gateway=gateway)).start()
         url_host = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
         url = f"http://{url_host}:{gateway.port}"
         write_private_file(run_dir / "up.json", orjson.dumps({
             "pid": os.getpid(), "url": url, "token_file": str(token_file)}).decode())
-        say(f"deploying {options.spec_path or 'the quickstart'} ...")
-        try:
-            platform.apply(spec)
-        except ApplyError as exc:
-            say(f"error: {exc}")
-            return 1
+        if spec.apps:
+            say(f"deploying {options.spec_path or 'the quickstart'} ...")
+            try:
+                platform.apply(spec)
+            except ApplyError as exc:
+                say(f"error: {exc}")
+                return 1
         say(f"access logs: {run_dir / 'logs'}/access-<gateway pid>.jsonl")
         say(f"serving on {url} (routes: {', '.join(a.route_prefix for a in spec.apps) or 'none'}); "
             f"Ctrl-C or SIGTERM stops")
@@ -125,19 +106,60 @@ def run_up(options: UpOptions, out=sys.stdout) -> int:
         say("stopping ...")
         return 0
     finally:
-        if platform is not None:
-            try:
-                platform.stop(forget=False)
-            except Exception as exc:
-                say(f"warning: controller shutdown: {exc!r}")
-        if ray.is_initialized():
-            ray.shutdown()
-        if redis is not None:
-            redis.stop()
-        if ray_temp:
-            shutil.rmtree(ray_temp, ignore_errors=True)
-        (run_dir / "up.json").unlink(missing_ok=True)
-        say("stopped")
+        _stop_everything(platform, redis, ray_temp, run_dir, say)
+
+
+def _start_ray(options: UpOptions, say) -> str | None:
+    """Join RAY_ADDRESS, or start a local Ray on loopback (returns its temp dir, removed at the end)."""
+    import ray
+
+    if options.ray_address:
+        ray.init(address=options.ray_address, namespace=NAMESPACE, configure_logging=False)
+        say(f"ray: joined {options.ray_address}")
+        return None
+    ray_temp = tempfile.mkdtemp(prefix="rg-", dir="/tmp")
+    start_local_ray(temp_dir=ray_temp, num_cpus=options.num_cpus, log_to_driver=False)
+    say("ray: started a local Ray on 127.0.0.1")
+    return ray_temp
+
+
+def _stop_everything(platform, redis, ray_temp: str | None, run_dir: Path, say) -> None:
+    """Stop what `up` started, in reverse: the platform's actors, Ray, Redis; then forget the run."""
+    import ray
+
+    if platform is not None:
+        try:
+            platform.stop(forget=False)
+        except Exception as exc:
+            say(f"warning: controller shutdown: {exc!r}")
+    if ray.is_initialized():
+        ray.shutdown()
+    if redis is not None:
+        redis.stop()
+    if ray_temp:
+        shutil.rmtree(ray_temp, ignore_errors=True)
+    (run_dir / "up.json").unlink(missing_ok=True)
+    say("stopped")
+
+
+def _start_redis(run_dir: Path) -> EmbeddedRedis:
+    """The embedded Redis with a fresh password, kept in a 0600 file of the run directory."""
+    password = secrets.token_urlsafe(24)
+    write_private_file(run_dir / "redis-password", password)
+    return EmbeddedRedis(data_dir=run_dir / "redis", password=password).start()
+
+
+def _gateway_config(spec: Spec, options: UpOptions, run_dir: Path):
+    """GatewayConfig from the spec and the command line; the admin token in a 0600 file."""
+    metrics_dir = run_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    admin_token = options.admin_token or secrets.token_urlsafe(24)
+    token_file = write_private_file(run_dir / "admin-token", admin_token)
+    gateway = gateway_config(spec.gateway, admin_token=admin_token, metrics_dir=str(metrics_dir),
+                             log_dir=str(run_dir / "logs"), controller_name=CONTROLLER_NAME, namespace=NAMESPACE,
+                             host=options.host, port=options.port, num_gateways=options.num_gateways)
+    return gateway, token_file
 
 
 def _alive(pid: int) -> bool:

@@ -17,7 +17,13 @@ from aiohttp import ClientSession
 
 from deploy.embedded import free_port, write_private_file
 from deploy.spec import parse_spec
-from tests.deploy.platform_checks import admin_post, post_json, version_of, wait_for, wait_settled
+from tests.deploy.platform_checks import (
+    admin_post,
+    post_json,
+    version_of,
+    wait_for,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -218,7 +224,7 @@ def psutil_alive(pid: int) -> bool:
 
 
 async def test_admin_shutdown_needs_the_token(side_platform):
-    platform, url, _, _, _, _ = side_platform
+    _, url, _, _, _, _ = side_platform
     code, answer = await admin_post(url, "wrong-token", "/-/admin/shutdown", {})
     assert code == 401, answer
     assert await _tiny_answers(url) == 200

@@ -9,7 +9,7 @@ import time
 import orjson
 from aiohttp import ClientSession
 
-__all__ = ["version_of", "replica_ids", "wait_for", "wait_settled", "admin_post", "post_json"]
+__all__ = ["admin_post", "post_json", "replica_ids", "version_of", "wait_for", "wait_settled"]
 
 
 def version_of(status: dict, app: str, deployment: str, version: str) -> dict:

@@ -15,7 +15,14 @@ from aiohttp import ClientSession
 
 from deploy.examples.models import WEIGHTS
 from deploy.spec import parse_spec
-from tests.deploy.platform_checks import admin_post, post_json, replica_ids, version_of, wait_for, wait_settled
+from tests.deploy.platform_checks import (
+    admin_post,
+    post_json,
+    replica_ids,
+    version_of,
+    wait_for,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.integration
 

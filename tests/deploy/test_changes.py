@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.changes import carry_overrides, merged_weights, parse_apply_document, parse_scale, parse_weights
+from deploy.changes import (
+    carry_overrides,
+    merged_weights,
+    parse_apply_document,
+    parse_scale,
+    parse_weights,
+)
 from deploy.spec import SpecError, parse_spec, resolve_versions
 
 VERSIONS = {"v1": 90.0, "v2": 10.0}

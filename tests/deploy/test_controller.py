@@ -8,8 +8,8 @@ import pytest
 
 from deploy.controller import Controller
 from deploy.policy import ControllerConfig, ControllerPolicy
-from deploy.records import ReplicaRecord, VersionState
 from deploy.reconcile import RUNNING
+from deploy.records import ReplicaRecord, VersionState
 from deploy.replica_ops import rotate_channel_tokens
 from deploy.spec import parse_spec, resolve_versions
 

@@ -7,7 +7,12 @@ import dataclasses
 import pytest
 from pydantic import ValidationError
 
-from deploy.gateways import MAX_AUTO_GATEWAYS, MIN_AUTO_GATEWAYS, gateway_config, resolve_num_gateways
+from deploy.gateways import (
+    MAX_AUTO_GATEWAYS,
+    MIN_AUTO_GATEWAYS,
+    gateway_config,
+    resolve_num_gateways,
+)
 from deploy.spec import GatewaySpec
 from gateway.config import GatewayConfig
 

@@ -22,7 +22,13 @@ from aiohttp import ClientSession, TCPConnector
 from deploy.examples.models import WEIGHTS
 from deploy.replica_ops import ApplyError
 from deploy.spec import parse_spec
-from tests.deploy.platform_checks import admin_post, replica_ids, version_of, wait_for, wait_settled
+from tests.deploy.platform_checks import (
+    admin_post,
+    replica_ids,
+    version_of,
+    wait_for,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +156,7 @@ async def test_failed_apply_leaves_running_apps_untouched(platform, breakage):
     else:  # Flaky has no __init__ arguments: TypeError in __init__
         errors = next(a for a in doc["apps"] if a["name"] == "errors")
         errors["deployments"][0]["init_kwargs"] = {"unexpected": 1}
-        expected = "Flaky\(\) takes no arguments"
+        expected = r"Flaky\(\) takes no arguments"
     with pytest.raises(ApplyError, match=expected):
         platform.platform.apply(parse_spec(doc))
     after = platform.platform.status()
@@ -159,7 +165,7 @@ async def test_failed_apply_leaves_running_apps_untouched(platform, breakage):
     assert after["apps"] == before["apps"]
     assert after["table_version"] >= before["table_version"]
     async with ClientSession() as session:
-        code, headers, body = await _post(session, platform.url + "/linear", orjson.dumps({"x": [1.0] * 16}))
+        code, _, body = await _post(session, platform.url + "/linear", orjson.dumps({"x": [1.0] * 16}))
         assert code == 200 and orjson.loads(body)["y"] == pytest.approx(expected_y([1.0] * 16))
         code, _, _ = await _post(session, platform.url + "/flaky", b"{}")
         assert code == 200

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from deploy.policy import ControllerPolicy
 from deploy.reconcile import (
-    DRAINING, RUNNING, STARTING, DesiredVersion, ObservedVersion, ReplaceReplica, ReplicaView, RetireReplica,
-    RollVersion, StartReplicas, plan,
+    DRAINING,
+    RUNNING,
+    STARTING,
+    DesiredVersion,
+    ObservedVersion,
+    ReplaceReplica,
+    ReplicaView,
+    RetireReplica,
+    RollVersion,
+    StartReplicas,
+    plan,
 )
 
 KEY = ("app", "dep", "v1")
