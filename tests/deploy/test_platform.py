@@ -215,41 +215,93 @@ async def test_metrics_scrape_sees_the_whole_node(platform):
     assert 'raygate_replicas{app="chaos",deployment="chaos",state="RUNNING",version="v1"} 3.0' in text
 
 
+class KeepAliveClient:
+    """One HTTP/1.1 keep-alive connection of its own (so a failure names the connection it happened on)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+        self.local_port = 0
+
+    async def connect(self) -> None:
+        """Open the connection if there is none (a failure here sent nothing: safe to retry)."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.local_port = self.writer.get_extra_info("sockname")[1]
+
+    async def post(self, path: str, body: bytes) -> int:
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        await self.reader.readexactly(length)
+        return int(head.split(b" ", 2)[1])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+        self.local_port = 0
+
+
 async def test_a_killed_gateway_costs_only_its_in_flight_requests_and_no_counts(platform):
-    """SIGKILL one gateway process under load (16 keep-alive connections): the only failed requests are
-    ones in flight on connections to the killed process (at most one per connection it held), Ray brings a
-    new process back (new pid, serving), and the node's request counters never go back."""
+    """SIGKILL one gateway process under load (16 keep-alive connections): every failed request was on a
+    connection to the killed process, at most one per such connection (the one in flight, or the next one
+    sent on it before the reset arrived); reconnections made once it exited all succeed; Ray brings a new
+    process back (new pid, serving); and the node's request counters never go back."""
     await wait_settled(platform.platform)
     gateways = platform.platform.status()["gateways"]
     assert all(g["state"].lower() == "serving" and g["pid"] > 0 for g in gateways), gateways
     victim = gateways[0]["pid"]
     port = int(platform.url.rsplit(":", 1)[1])
     counted_before = await _scrape_errors_total(platform.url)
-    results = {"ok": 0, "failed": 0}
-    stop = asyncio.Event()
+    ok, failed_on = [0], []  # failed_on: the client port of each failed request's connection
+    refused_connects = [0]  # new connections that failed before anything was sent (retried)
+    stop, gone = asyncio.Event(), asyncio.Event()
 
-    async def client(session):
+    async def client():
+        connection = KeepAliveClient("127.0.0.1", port)
         while not stop.is_set():
             try:
-                async with session.post(platform.url + "/flaky", data=b"{}",
-                                        headers={"Content-Type": "application/json"}) as r:
-                    await r.read()
-                    results["ok" if r.status == 200 else "failed"] += 1
-            except (OSError, aiohttp.ClientError):
-                results["failed"] += 1
+                await connection.connect()
+            except OSError:
+                refused_connects[0] += 1
+                connection.close()
+                await gone.wait()
+                continue
+            try:
+                status = await connection.post("/flaky", b"{}")
+                assert status == 200, status
+                ok[0] += 1
+            except (OSError, asyncio.IncompleteReadError):
+                failed_on.append(connection.local_port)
+                connection.close()
+                # Reconnect once the killed process has exited (as a client retrying after a back-off
+                # would): until its sockets close, the kernel may still hand it new connections.
+                await gone.wait()
+        connection.close()
 
-    async with ClientSession(connector=TCPConnector(limit=16)) as session:
-        tasks = [asyncio.create_task(client(session)) for _ in range(16)]
-        await wait_for(lambda: results["ok"] > 200, 60, "traffic before the kill")
-        ok_before_kill = results["ok"]
-        victim_connections = sum(1 for c in psutil.Process(victim).net_connections(kind="tcp")
-                                 if c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
-        os.kill(victim, signal.SIGKILL)
-        killed_at_ok = results["ok"]
-        await wait_for(lambda: results["ok"] > killed_at_ok + 300, 60, "traffic after the kill")
-        stop.set()
-        await asyncio.gather(*tasks)
-    assert results["failed"] <= victim_connections, (results, victim_connections)
+    def victim_gone() -> bool:
+        try:
+            return psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    tasks = [asyncio.create_task(client()) for _ in range(16)]
+    await wait_for(lambda: ok[0] > 200, 60, "traffic before the kill")
+    ok_before_kill = ok[0]
+    victim_ports = {c.raddr.port for c in psutil.Process(victim).net_connections(kind="tcp")
+                    if c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED}
+    os.kill(victim, signal.SIGKILL)
+    killed_at = ok[0]
+    await wait_for(victim_gone, 30, "the killed process to exit", period_s=0.005)
+    gone.set()
+    await wait_for(lambda: ok[0] > killed_at + 300, 60, "traffic after the kill")
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert set(failed_on) <= victim_ports and len(failed_on) == len(set(failed_on)), (
+        failed_on, victim_ports, refused_connects)
 
     def replaced():
         states = platform.platform.status()["gateways"]
