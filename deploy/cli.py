@@ -68,7 +68,8 @@ def _client(ctx: click.Context) -> AdminClient:
 
 
 @click.group()
-@click.option("--run-dir", type=click.Path(file_okay=False), default=lambda: str(default_run_dir()),
+@click.option("--run-dir", type=click.Path(file_okay=False),
+              default=lambda: str(default_run_dir(os.environ.get("RAYGATE_RUN_DIR"))),
               show_default="$RAYGATE_RUN_DIR or ~/.raygate", help="Where `up` keeps its state.")
 @click.option("--url", default=None, help="Gateway URL (admin API).")
 @click.option("--token", default=None, help="Admin bearer token.")
@@ -80,20 +81,27 @@ def cli(run_dir: str, url: str | None, token: str | None) -> None:
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
 @click.option("--host", default=None, help="Gateway bind address (default 127.0.0.1; binding wider is explicit).")
 @click.option("--port", type=int, default=None, help="Gateway port (default from the spec, 8000).")
-@click.option("--gateways", "num_gateways", type=int, default=None, help="Gateway processes sharing the port.")
+@click.option("--gateways", "num_gateways", default=None,
+              help="Gateway processes sharing the port: a number or 'auto' (one per core, 2 to 8).")
 @click.option("--num-cpus", type=float, default=None, help="CPUs of the local Ray (default: the machine's).")
 @click.pass_context
 def up(ctx, spec, host, port, num_gateways, num_cpus) -> None:
     """Start Redis and Ray when REDIS_URL/RAY_ADDRESS are unset, deploy SPEC (default: the quickstart), serve."""
     from deploy.up import UpOptions, run_up
 
+    if num_gateways is not None and num_gateways != "auto":
+        try:
+            num_gateways = int(num_gateways)
+        except ValueError:
+            raise click.ClickException(f"--gateways must be a number or 'auto', got {num_gateways!r}") from None
     options = UpOptions(spec_path=spec, run_dir=Path(ctx.find_root().params["run_dir"]),
                         redis_url=os.environ.get("REDIS_URL") or None,
                         ray_address=os.environ.get("RAY_ADDRESS") or None,
+                        admin_token=os.environ.get("RAYGATE_ADMIN_TOKEN") or None,
                         host=host, port=port, num_gateways=num_gateways, num_cpus=num_cpus)
     try:
         code = run_up(options)
-    except SpecError as exc:
+    except (SpecError, ValueError) as exc:  # ValueError: a command-line override the spec's rules refuse
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
 
@@ -158,10 +166,17 @@ def status(ctx, as_json: bool) -> None:
         return
     traffic = {(t["app"], t["deployment"], t["version"]): t["requests"] for t in data["traffic"]}
     apply = data["apply"]
+    gateways = data.get("gateways") or []
     click.echo(f"generation {data['generation']} ({apply.get('state')}), routing table {data['table_version']}, "
-               f"{data['gateways']} gateway(s)")
+               f"{len(gateways)} gateway process(es)")
     if apply.get("error"):
         click.echo(f"last apply error: {apply['error']}")
+    rejected = (data.get("saved_state") or {}).get("rejected")
+    if rejected:
+        click.echo(f"saved state refused (kept at {rejected['kept_at']}): {rejected['error']}")
+    _echo_rows([("GATEWAY", "PID", "STATE", "SERVED", "IN FLIGHT", "TABLE")] + [
+        (str(g.get("index")), str(g.get("pid")), str(g.get("state")), str(g.get("served")), str(g.get("in_flight")),
+         str(g.get("table_version"))) for g in gateways])
     rows = [("APP", "ROUTE", "DEPLOYMENT", "VERSION", "WEIGHT", "REQUESTS", "REPLICA", "STATE", "PID", "NODE")]
     # REQUESTS: answered by all gateways since they started
     for app in data["apps"]:
@@ -175,6 +190,10 @@ def status(ctx, as_json: bool) -> None:
                 for replica in version["replicas"]:
                     rows.append(head + (replica["replica_id"], replica["state"], str(replica["pid"]),
                                         replica["node_id"][:12]))
+    _echo_rows(rows)
+
+
+def _echo_rows(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

@@ -15,7 +15,25 @@ from pathlib import Path
 
 from replicas.runtime import can_raise_priority
 
-__all__ = ["EmbeddedRedis", "RedisNotInstalled", "free_port", "start_local_ray", "loopback_ray_env"]
+__all__ = [
+    "EmbeddedRedis",
+    "RedisNotInstalled",
+    "free_port",
+    "loopback_ray_env",
+    "start_local_ray",
+    "write_private_file",
+]
+
+
+def write_private_file(path: str | os.PathLike, text: str) -> Path:
+    """Write a secret readable by its owner only, from the instant it exists (mode 0600 at creation, never
+    chmod-ed after). An older file at `path` is removed first, so O_EXCL never meets a file of another mode."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return path
 
 
 class RedisNotInstalled(RuntimeError):
@@ -41,13 +59,19 @@ class EmbeddedRedis:
     host: str = "127.0.0.1"  # bind address; loopback unless the operator asks for more
     port: int = 0  # 0: choose a free port at start
     appendonly: bool = True  # fsync'd every second, so counters survive a restart
+    password: str | None = None  # `requirepass`, given in a 0600 config file (never on the command line)
     process: subprocess.Popen | None = field(default=None, init=False)
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        return self.url_for(0)
 
-    def start(self, timeout_s: float = 10.0) -> "EmbeddedRedis":
+    def url_for(self, db: int) -> str:
+        """URL of database `db`, with the password when there is one."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/{db}"
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisNotInstalled(
@@ -70,6 +94,9 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--logfile", str(self.data_dir / "redis.log"),
         ]
+        if self.password:  # in a private config file: the command line is visible to every local user
+            config = write_private_file(self.data_dir / "redis-auth.conf", f"requirepass {self.password}\n")
+            args.insert(1, str(config))
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
@@ -79,8 +106,10 @@ class EmbeddedRedis:
                                    f"{self.data_dir / 'redis.log'}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    auth = f"AUTH {self.password}\r\n".encode() if self.password else b""
+                    sock.sendall(auth + b"PING\r\n")
+                    answer = sock.recv(64)
+                    if answer.endswith(b"+PONG\r\n"):
                         return self
             except OSError:
                 time.sleep(0.05)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ray
 
-from deploy.controller import ApplyError, ControllerConfig, get_or_create_controller
+from deploy.controller import get_or_create_controller
+from deploy.policy import ControllerConfig
+from deploy.replica_ops import ApplyError
 from deploy.spec import Spec
 
 __all__ = ["Platform"]
@@ -17,14 +19,16 @@ class Platform:
         self.config = config
         self.controller = None
 
-    def start(self, timeout_s: float = 120.0) -> "Platform":
+    def start(self, timeout_s: float = 120.0) -> Platform:
         self.controller = get_or_create_controller(self.config)
         ray.get(self.controller.start.remote(), timeout=timeout_s)
         return self
 
-    def apply(self, spec: Spec, timeout_s: float = 300.0) -> dict:
-        """Apply and wait; raise ApplyError (running apps untouched) when the spec could not be applied."""
-        status = ray.get(self.controller.apply.remote(spec.to_dict(), True), timeout=timeout_s)
+    def apply(self, spec: Spec, timeout_s: float = 300.0, remove_all: bool = False) -> dict:
+        """Apply and wait; raise ApplyError (running apps untouched) when the spec could not be applied.
+        A spec with no apps needs remove_all=True (see deploy/changes.py)."""
+        doc = spec.to_dict() | ({"remove_all": True} if remove_all else {})
+        status = ray.get(self.controller.apply.remote(doc, True), timeout=timeout_s)
         if status.get("state") != "applied":
             raise ApplyError(status.get("error") or f"apply ended in state {status.get('state')}")
         return status

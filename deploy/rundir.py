@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import orjson
@@ -10,8 +9,9 @@ import orjson
 __all__ = ["default_run_dir", "read_run_info"]
 
 
-def default_run_dir() -> Path:
-    return Path(os.environ.get("RAYGATE_RUN_DIR") or Path.home() / ".raygate")
+def default_run_dir(configured: str | None = None) -> Path:
+    """`configured` (the CLI passes $RAYGATE_RUN_DIR) or ~/.raygate."""
+    return Path(configured or Path.home() / ".raygate")
 
 
 def read_run_info(run_dir: Path) -> dict | None:

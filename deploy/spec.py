@@ -6,7 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
@@ -21,11 +21,40 @@ from pydantic import (
 )
 
 __all__ = [
-    "SpecError", "Resources", "RuntimeEnv", "VersionSpec", "DeploymentSpec", "AppSpec", "GatewaySpec", "Spec",
-    "ResolvedVersion", "load_spec", "parse_spec", "resolve_versions",
+    "DEFAULT_MAX_REPLICAS",
+    "MAX_DURATION_S",
+    "MAX_WEIGHT",
+    "AppSpec",
+    "DeploymentSpec",
+    "Duration",
+    "GatewaySpec",
+    "ReplicaCount",
+    "ResolvedVersion",
+    "Resources",
+    "RuntimeEnv",
+    "Spec",
+    "SpecError",
+    "VersionSpec",
+    "Weight",
+    "format_validation_error",
+    "load_spec",
+    "parse_spec",
+    "resolve_versions",
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+# Bounds on numbers a spec (or an admin request) may carry. The channel packs deadlines in milliseconds in
+# a uint32 (about 49 days); durations stop far below that.
+MAX_DURATION_S = 3600.0  # longest request timeout, hedge delay or other duration in a spec
+MAX_WEIGHT = 1_000_000.0  # largest traffic weight of one version
+DEFAULT_MAX_REPLICAS = 64  # default cap on the replicas of one version (`max_replicas`)
+MAX_REPLICAS_LIMIT = 1024  # `max_replicas` itself stays below this
+
+# Typed, finite, bounded: `true`, "2", null, [1], NaN and infinities are refused (no coercion).
+Weight = Annotated[float, Field(strict=True, ge=0, le=MAX_WEIGHT, allow_inf_nan=False)]
+ReplicaCount = Annotated[int, Field(strict=True, ge=0, le=MAX_REPLICAS_LIMIT)]
+Duration = Annotated[float, Field(strict=True, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)]
 
 
 class SpecError(ValueError):
@@ -43,8 +72,8 @@ def _check_name(value: str, what: str) -> str:
 
 
 class Resources(_Model):
-    num_cpus: float = Field(0.25, ge=0, description="CPUs reserved per replica")
-    num_gpus: float = Field(0, ge=0, description="GPUs reserved per replica")
+    num_cpus: float = Field(0.25, ge=0, le=1024, allow_inf_nan=False, description="CPUs reserved per replica")
+    num_gpus: float = Field(0, ge=0, le=64, allow_inf_nan=False, description="GPUs reserved per replica")
     memory: int | None = Field(None, gt=0, description="bytes of memory reserved per replica")
 
 
@@ -69,14 +98,15 @@ class RuntimeEnv(_Model):
 
 class VersionSpec(_Model):
     name: str = Field(description="version name, e.g. v1")
-    weight: float = Field(100.0, ge=0, description="relative share of the deployment's traffic")
-    num_replicas: int | None = Field(None, ge=0, description="replicas of this version (default: the deployment's)")
+    weight: Weight = Field(100.0, description="relative share of the deployment's traffic (0 to 1e6)")
+    num_replicas: ReplicaCount | None = Field(None, description="replicas of this version (default: the deployment's)")
     import_path: str | None = Field(None, description="code of this version (default: the deployment's)")
     init_args: list[Any] | None = Field(None, description="positional init arguments (default: the deployment's)")
     init_kwargs: dict[str, Any] | None = Field(None, description="keyword init arguments (default: the deployment's)")
     resources: Resources | None = Field(None, description="per-replica resources (default: the deployment's)")
     runtime_env: RuntimeEnv | None = Field(None, description="runtime environment (default: the deployment's)")
-    mirror_percent: float = Field(0.0, ge=0, le=100, description="share of primary traffic copied to this version")
+    mirror_percent: float = Field(0.0, ge=0, le=100, allow_inf_nan=False,
+                                  description="share of primary traffic copied to this version")
 
     _name = field_validator("name")(lambda cls, v: _check_name(v, "version name"))
 
@@ -86,17 +116,21 @@ class DeploymentSpec(_Model):
     import_path: str = Field(description="'package.module:Class' or 'package.module:function'")
     init_args: list[Any] = Field(default_factory=list, description="positional arguments for the class")
     init_kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the class")
-    num_replicas: int = Field(1, ge=0, description="replicas per version unless the version says otherwise")
+    num_replicas: ReplicaCount = Field(1, description="replicas per version unless the version says otherwise")
+    max_replicas: int = Field(DEFAULT_MAX_REPLICAS, strict=True, ge=1, le=MAX_REPLICAS_LIMIT,
+                              description="cap on the replicas of one version, in the spec and for `raygate scale`")
     resources: Resources = Field(default_factory=Resources, description="per-replica resources")
     runtime_env: RuntimeEnv = Field(default_factory=RuntimeEnv, description="per-replica runtime environment")
-    max_ongoing_requests: int = Field(32, ge=1, description="requests one replica runs at once")
-    max_queued_requests: int = Field(256, ge=0, description="requests a gateway queues for this deployment; then 503")
-    request_timeout_s: float = Field(30.0, gt=0, description="deadline of one request, retries included (504)")
+    max_ongoing_requests: int = Field(32, ge=1, le=100_000, description="requests one replica runs at once")
+    max_queued_requests: int = Field(256, ge=0, le=1_000_000,
+                                     description="requests a gateway queues for this deployment; then 503")
+    request_timeout_s: Duration = Field(30.0, description="deadline of one request, retries included (504); "
+                                        "at most 3600")
     idempotent: bool | None = Field(None, description="retry any method after a replica failure (default: GET/HEAD only)")
     allow_pinning: bool = Field(True, description="honour the X-Raygate-Version request header")
-    max_retries: int = Field(3, ge=0, description="retries after a replica failure (idempotent requests)")
-    hedge_after_s: float | None = Field(None, gt=0, description="idempotent only: also send to a second replica "
-                                        "when the first has not answered after this long; first answer wins")
+    max_retries: int = Field(3, ge=0, le=100, description="retries after a replica failure (idempotent requests)")
+    hedge_after_s: Duration | None = Field(None, description="idempotent only: also send to a second replica "
+                                           "when the first has not answered after this long; first answer wins")
     versions: tuple[VersionSpec, ...] = Field(default=(), description="live versions; default one version 'v1'")
 
     _name = field_validator("name")(lambda cls, v: _check_name(v, "deployment name"))
@@ -110,7 +144,7 @@ class DeploymentSpec(_Model):
         return value
 
     @model_validator(mode="after")
-    def _versions(self) -> "DeploymentSpec":
+    def _versions(self) -> DeploymentSpec:
         if not self.versions:
             object.__setattr__(self, "versions", (VersionSpec(name="v1"),))
         names = [v.name for v in self.versions]
@@ -119,6 +153,11 @@ class DeploymentSpec(_Model):
             raise ValueError(f"version names must be unique; repeated: {', '.join(duplicates)}")
         if not any(v.weight > 0 for v in self.versions):
             raise ValueError("at least one version needs a positive weight")
+        too_many = [v.name for v in self.versions
+                    if (v.num_replicas if v.num_replicas is not None else self.num_replicas) > self.max_replicas]
+        if too_many:
+            raise ValueError(f"num_replicas of version(s) {', '.join(too_many)} above max_replicas "
+                             f"({self.max_replicas})")
         for version in self.versions:
             if version.import_path is not None:
                 self._import_path(version.import_path)
@@ -141,7 +180,7 @@ class AppSpec(_Model):
         return value.rstrip("/") or "/"
 
     @model_validator(mode="after")
-    def _ingress(self) -> "AppSpec":
+    def _ingress(self) -> AppSpec:
         names = [d.name for d in self.deployments]
         if not names:
             raise ValueError("an app needs at least one deployment")
@@ -189,7 +228,7 @@ class Spec(_Model):
     gateway: GatewaySpec = Field(default_factory=GatewaySpec, description="HTTP gateway settings")
 
     @model_validator(mode="after")
-    def _unique(self) -> "Spec":
+    def _unique(self) -> Spec:
         names = [a.name for a in self.apps]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -204,7 +243,8 @@ class Spec(_Model):
         return self.model_dump(mode="json")
 
 
-def _format_errors(source: str, error: ValidationError) -> str:
+def format_validation_error(source: str, error: ValidationError) -> str:
+    """One line per error: '<source>: <field path>: <reason>'."""
     lines = []
     for item in error.errors():
         location = ""
@@ -224,7 +264,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> Spec:
     try:
         return Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_format_errors(source, exc)) from None
+        raise SpecError(format_validation_error(source, exc)) from None
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -254,6 +294,7 @@ class ResolvedVersion:
     weight: float  # traffic weight
     mirror_percent: float  # mirrored share
     max_ongoing_requests: int  # per replica
+    max_replicas: int = DEFAULT_MAX_REPLICAS  # cap on this version's replica count (spec and runtime scale)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -284,7 +325,7 @@ def resolve_versions(spec: Spec) -> dict[tuple[str, str, str], ResolvedVersion]:
                     resources=version.resources or dep.resources,
                     runtime_env=version.runtime_env or dep.runtime_env,
                     weight=version.weight, mirror_percent=version.mirror_percent,
-                    max_ongoing_requests=dep.max_ongoing_requests,
+                    max_ongoing_requests=dep.max_ongoing_requests, max_replicas=dep.max_replicas,
                 )
                 out[resolved.key] = resolved
     return out

@@ -1,6 +1,8 @@
 """Shared fixtures: one real Redis server and one real local Ray per test session, both on loopback.
 
 Integration tests ask for `redis_url` or `ray_cluster`; unit tests ask for neither and never start them.
+Redis databases by concern: DB 0 holds the live platform's controller state (nothing else touches it);
+`redis_url`/`redis_client` are DB 1, for store tests, flushed before each test.
 """
 
 from __future__ import annotations
@@ -25,24 +27,37 @@ def run_root() -> Path:
     shutil.rmtree(path, ignore_errors=True)
 
 
+PLATFORM_DB = 0  # the session platform's controller state
+STORE_DB = 1  # store tests (flushed per test)
+
+
 @pytest.fixture(scope="session")
 def redis_server(run_root):
-    """A redis-server started for this test session on a free loopback port."""
+    """A redis-server started for this test session on a free loopback port, with a password as `up` runs it."""
+    import secrets
+
     from deploy.embedded import EmbeddedRedis
 
-    server = EmbeddedRedis(data_dir=run_root / "redis").start()
+    server = EmbeddedRedis(data_dir=run_root / "redis", password=secrets.token_urlsafe(16)).start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def redis_url(redis_server) -> str:
-    return redis_server.url
+    """Database for store tests (never the platform's)."""
+    return redis_server.url_for(STORE_DB)
+
+
+@pytest.fixture(scope="session")
+def platform_redis_url(redis_server) -> str:
+    """Database of the session platform's controller."""
+    return redis_server.url_for(PLATFORM_DB)
 
 
 @pytest.fixture
 def redis_client(redis_url):
-    """A redis-py client on a flushed database."""
+    """A redis-py client on the store tests' database, flushed (the platform's database is left alone)."""
     import redis
 
     client = redis.Redis.from_url(redis_url)
@@ -103,6 +118,22 @@ apps:
         request_timeout_s: 10
         max_ongoing_requests: 32
         resources: {num_cpus: 0.05}
+  - name: plain
+    route_prefix: /plain-env
+    ingress: environment
+    deployments:
+      - name: environment
+        import_path: deploy.examples.models:environment
+        resources: {num_cpus: 0.05}
+  - name: rolling
+    route_prefix: /rolling
+    ingress: linear
+    deployments:
+      - name: linear
+        import_path: deploy.examples.models:Linear
+        num_replicas: 2
+        idempotent: true
+        resources: {num_cpus: 0.05}
   - name: mirror
     route_prefix: /mirror
     ingress: echo
@@ -142,17 +173,20 @@ class RunningPlatform:
 
 
 @pytest.fixture(scope="session")
-def platform(ray_cluster, redis_url, run_root):
+def platform(ray_cluster, platform_redis_url, run_root):
     """raygate on the session's Ray: two gateway processes on one port, the apps of `platform_spec`."""
-    from deploy.controller import ControllerConfig
     from deploy.embedded import free_port
+    from deploy.gateways import gateway_config
+    from deploy.names import CONTROLLER_NAME, NAMESPACE
     from deploy.platform import Platform
-    from gateway.config import GatewayConfig
+    from deploy.policy import ControllerConfig
+    from deploy.spec import GatewaySpec
 
     port = free_port()
-    gateway = GatewayConfig(port=port, num_gateways=2, admin_token="test-admin-token",
-                            metrics_dir=str(run_root / "metrics"), log_dir=str(run_root / "logs"))
-    running = Platform(ControllerConfig(redis_url=redis_url, gateway=gateway)).start()
+    gateway = gateway_config(GatewaySpec(port=port, num_gateways=2), admin_token="test-admin-token",
+                             metrics_dir=str(run_root / "metrics"), log_dir=str(run_root / "logs"),
+                             controller_name=CONTROLLER_NAME, namespace=NAMESPACE)
+    running = Platform(ControllerConfig(redis_url=platform_redis_url, gateway=gateway)).start()
     flag_dir = run_root / "flags"
     flag_dir.mkdir()
     spec = platform_spec(str(flag_dir))

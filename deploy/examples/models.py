@@ -56,10 +56,11 @@ class Flaky:
 
 
 class Slow:
-    """Sleeps `seconds` (sync code, on a worker thread)."""
+    """Sleeps `seconds` per request (sync code, on a worker thread), and `init_s` once when it starts."""
 
-    def __init__(self, seconds: float = 0.1) -> None:
+    def __init__(self, seconds: float = 0.1, init_s: float = 0.0) -> None:
         self.seconds = seconds
+        time.sleep(init_s)
 
     def __call__(self, payload):
         time.sleep(float((payload or {}).get("seconds", self.seconds)))

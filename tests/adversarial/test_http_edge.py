@@ -14,7 +14,12 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 
 from gateway.config import GatewayConfig
-from tests.gateway.test_http_edge import raw_exchange, read_answer, read_until_closed, request
+from tests.gateway.test_http_edge import (
+    raw_exchange,
+    read_answer,
+    read_until_closed,
+    request,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,12 @@
 
 import pytest
 
-from autoscale.actor import ControllerLink, ScalerActor, demands_from_rows, versions_from_rows
+from autoscale.actor import (
+    ControllerLink,
+    ScalerActor,
+    demands_from_rows,
+    versions_from_rows,
+)
 from autoscale.config import AutoscalingConfigError
 
 ROWS = [

@@ -2,7 +2,12 @@
 
 import pytest
 
-from autoscale.cluster import ClusterResourceRequester, ReplicaDemand, ResourceBuffer, resource_bundles
+from autoscale.cluster import (
+    ClusterResourceRequester,
+    ReplicaDemand,
+    ResourceBuffer,
+    resource_bundles,
+)
 
 
 def test_one_bundle_per_replica_plus_headroom_and_buffer():

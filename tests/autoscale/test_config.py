@@ -4,7 +4,11 @@ import math
 
 import pytest
 
-from autoscale.config import AutoscalingConfig, AutoscalingConfigError, parse_autoscaling
+from autoscale.config import (
+    AutoscalingConfig,
+    AutoscalingConfigError,
+    parse_autoscaling,
+)
 
 
 def test_defaults_are_valid_and_documented():

@@ -4,7 +4,7 @@ import json
 
 from autoscale.config import AutoscalingConfig
 from autoscale.scaler import AutoscaledVersion, Scaler
-from autoscale.window import MetricReport, ReplicaCounts
+from autoscale.window import ReplicaCounts
 
 KEY = ("shop", "ranker", "v1")
 CONFIG = AutoscalingConfig(min_replicas=1, max_replicas=20, target_ongoing_requests=4, season_length_s=3600)

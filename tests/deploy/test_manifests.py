@@ -30,3 +30,8 @@ def test_kuberay_manifest_runs_a_valid_spec_on_a_raycluster():
     driver = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "raygate-driver")
     env = {e["name"] for e in driver["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert {"RAY_ADDRESS", "REDIS_URL", "RAYGATE_ADMIN_TOKEN"} <= env
+    redis = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "raygate-redis")
+    container = redis["spec"]["template"]["spec"]["containers"][0]
+    assert "--requirepass" in container["args"]  # the password comes from a Secret, and so does the driver's URL
+    url = next(e["value"] for e in driver["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "REDIS_URL")
+    assert url.startswith("redis://:$(REDIS_PASSWORD)@")

@@ -90,3 +90,33 @@ def test_versions_inherit_deployment_settings_and_fingerprint_tracks_code():
     reweighted = resolve_versions(parse_spec(_spec(num_replicas=5, init_kwargs={"scale": 2.0},
                                                    versions=[{"name": "v1", "weight": 10}])))
     assert reweighted[("quick", "linear", "v1")].fingerprint == v1.fingerprint
+
+
+def _dep(**fields):
+    return {"apps": [{"name": "a", "route_prefix": "/a", "ingress": "d",
+                      "deployments": [{"name": "d", "import_path": "m:f", **fields}]}]}
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("request_timeout_s", 5_000_000), ("request_timeout_s", float("inf")), ("request_timeout_s", "30"),
+    ("hedge_after_s", 1e9), ("num_replicas", 65), ("num_replicas", 2.5), ("num_replicas", True),
+    ("max_replicas", 5000), ("max_retries", 10**6), ("max_ongoing_requests", 10**9),
+])
+def test_durations_counts_and_caps_are_bounded_and_typed(field, value):
+    """Every duration is bounded (deadlines travel as uint32 ms), counts are ints within their caps."""
+    with pytest.raises(SpecError, match=field):
+        parse_spec(_dep(**{field: value}))
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), None, [1], True, "2", -1])
+def test_version_weights_are_finite_typed_numbers(weight):
+    with pytest.raises(SpecError, match=r"versions\[0\]\.weight"):
+        parse_spec(_dep(versions=[{"name": "v1", "weight": weight}]))
+
+
+def test_max_replicas_caps_every_version_and_defaults_to_64():
+    spec = parse_spec(_dep(num_replicas=64))
+    assert spec.apps[0].deployments[0].max_replicas == 64
+    assert resolve_versions(spec)[("a", "d", "v1")].max_replicas == 64
+    with pytest.raises(SpecError, match="above max_replicas"):
+        parse_spec(_dep(max_replicas=2, versions=[{"name": "v1", "num_replicas": 3}]))

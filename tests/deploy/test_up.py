@@ -1,11 +1,11 @@
-"""`raygate up` as a user runs it: embedded Redis and Ray, the quickstart on HTTP, `raygate deploy` with
-progress, and SIGTERM stopping everything it started."""
+"""`raygate up` as a user runs it: embedded Redis (with a password) and Ray, the quickstart on HTTP,
+`raygate deploy` with progress, secrets in 0600 files, and `raygate down` stopping everything it started."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
+import stat
 import subprocess
 import sys
 import time
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 
 from deploy.embedded import free_port
 
@@ -74,10 +75,30 @@ def test_up_serves_deploys_and_sigterm_leaves_no_process(tmp_path):
         answer = _post(f"http://127.0.0.1:{port}/ensemble", {"x": [1.0] * 16})
         assert len(answer["members"]) == 2
 
+        # Secrets: created 0600; the embedded Redis answers nothing without its password.
+        for name in ("admin-token", "redis-password", "up.json"):
+            assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o600, name
+        assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+        redis_process = next(psutil.Process(p) for p in tree
+                             if psutil.pid_exists(p) and "redis-server" in " ".join(psutil.Process(p).cmdline()))
+        redis_port = next(c.laddr.port for c in redis_process.net_connections(kind="inet")
+                          if c.status == psutil.CONN_LISTEN)
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=redis_port, socket_timeout=2).keys("*")
+        password = (run_dir / "redis-password").read_text()
+        assert redis.Redis(host="127.0.0.1", port=redis_port, password=password).exists(
+            "raygate:raygate-controller:state")
+        assert password not in " ".join(" ".join(psutil.Process(p).cmdline()) for p in tree if psutil.pid_exists(p))
+
         tree |= {p.pid for p in psutil.Process(up.pid).children(recursive=True)}
-        up.send_signal(signal.SIGTERM)
+        # SIGTERM to the `up` process found in up.json; `down` waits until that process is gone, so this
+        # test (its parent) reaps it meanwhile.
+        down = subprocess.Popen([sys.executable, "-m", "deploy.cli", "down"], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         _wait_for_line(up, "stopped", 90)
         assert up.wait(60) == 0
+        said, _ = down.communicate(timeout=120)
+        assert down.returncode == 0 and "stopped" in said, said
     finally:
         if up.poll() is None:
             up.kill()

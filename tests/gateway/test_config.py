@@ -9,7 +9,12 @@ import pytest
 from pydantic import ValidationError
 
 from deploy.spec import GatewaySpec
-from gateway.config import MAX_AUTO_GATEWAYS, MIN_AUTO_GATEWAYS, GatewayConfig, resolve_gateway_count
+from gateway.config import (
+    MAX_AUTO_GATEWAYS,
+    MIN_AUTO_GATEWAYS,
+    GatewayConfig,
+    resolve_gateway_count,
+)
 
 
 def test_every_spec_field_is_a_config_field_with_the_same_default():

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 import planner.backends as backends
-from planner.backends import BackendUnavailable, available_backends, cupy_status, default_backend, make_kernel
+from planner.backends import (
+    BackendUnavailable,
+    available_backends,
+    cupy_status,
+    default_backend,
+    make_kernel,
+)
 from tests.planner.planner_testlib import small_instance
 
 

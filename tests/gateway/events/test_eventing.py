@@ -18,7 +18,12 @@ from gateway.events.eventing import PipelineConsumer
 from gateway.events.local import LocalStages
 from gateway.events.metrics import EventMetrics
 from gateway.events.status import pipeline_status
-from tests.gateway.events.workload import dead_entries, orders_pipeline, produce, sink_entries
+from tests.gateway.events.workload import (
+    dead_entries,
+    orders_pipeline,
+    produce,
+    sink_entries,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.events.expression import EvaluationError, ExpressionError, compile_expression
+from gateway.events.expression import (
+    EvaluationError,
+    ExpressionError,
+    compile_expression,
+)
 
 BUY = {"kind": "buy", "amount": 12.5, "user": "u1", "items": [1, 2, 3], "meta": {"country": "DE", "user-id": 7}}
 

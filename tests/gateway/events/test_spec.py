@@ -6,7 +6,12 @@ import pytest
 import yaml
 
 from gateway.events.spec import (
-    ConvertStage, FilterStage, JoinStage, PipelineSpecError, parse_pipelines, webhook_allowed,
+    ConvertStage,
+    FilterStage,
+    JoinStage,
+    PipelineSpecError,
+    parse_pipelines,
+    webhook_allowed,
 )
 
 EXAMPLE = """

@@ -6,7 +6,13 @@ import pytest
 import yaml
 
 from gateway.events.spec import parse_pipelines
-from gateway.events.stages import Convert, Custom, Filter, StageOutputError, stage_deployments
+from gateway.events.stages import (
+    Convert,
+    Custom,
+    Filter,
+    StageOutputError,
+    stage_deployments,
+)
 
 SAMPLE = "tests.gateway.events.sample_stages"
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import random
 
-from replicas.channel.client import DeadlineReached, ReplicaConnectionLost, ReplicaUnreachable
+from replicas.channel.client import (
+    DeadlineReached,
+    ReplicaConnectionLost,
+    ReplicaUnreachable,
+)
 from replicas.routing.policy import FailoverPolicy
 from replicas.routing.router import Router, RouterObserver
 from replicas.routing.table import ReplicaInfo, VersionRoute

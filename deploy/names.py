@@ -1,0 +1,21 @@
+"""Names of raygate's Ray actors, in one place (the controller, its gateways, its replicas)."""
+
+from __future__ import annotations
+
+import secrets
+
+__all__ = ["CONTROLLER_NAME", "NAMESPACE", "gateway_name", "replica_name"]
+
+CONTROLLER_NAME = "raygate-controller"  # the controller actor's name (gateways and handles find it by it)
+NAMESPACE = "raygate"  # Ray namespace of every raygate actor
+
+
+def gateway_name(controller_name: str, index: int) -> str:
+    """The detached gateway actor `index` of a controller; the default controller keeps the historic names."""
+    prefix = "raygate" if controller_name == CONTROLLER_NAME else controller_name
+    return f"{prefix}-gateway-{index}"
+
+
+def replica_name(app: str, deployment: str, version: str) -> str:
+    """A fresh replica id (also its actor name): "<app>.<deployment>.<version>#<8 hex>"."""
+    return f"{app}.{deployment}.{version}#{secrets.token_hex(4)}"

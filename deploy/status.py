@@ -1,0 +1,49 @@
+"""`controller.status()`: what `raygate status --json` prints, built from plain values (contract 7)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from deploy.reconcile import RUNNING
+from deploy.records import VersionState
+from deploy.spec import Spec
+from replicas.routing.table import RoutingTable
+
+__all__ = ["GATEWAY_FIELDS", "build_status"]
+
+# What each gateway process reports (Gateway.stats(), EDGE); the controller adds "name" and fills "state".
+GATEWAY_FIELDS = ("pid", "index", "state", "served", "in_flight", "table_version", "traffic", "ejections")
+
+
+def _version_status(name: str, weight: float, target: int, state: VersionState | None) -> dict:
+    replicas = [{"replica_id": r.replica_id, "actor_id": r.actor_id, "node_id": r.node_id, "pid": r.pid,
+                 "version": name, "state": r.state, "address": f"{r.host}:{r.port}"}
+                for r in (state.replicas.values() if state else ())]
+    rolling = bool(state and (state.rolling or any(r.fingerprint != state.resolved.fingerprint
+                                                   for r in state.live())))
+    return {"name": name, "weight": weight, "rolling": rolling, "target": target,
+            "running": sum(r["state"] == RUNNING for r in replicas),
+            "last_error": state.last_error if state else "", "replicas": replicas}
+
+
+def build_status(*, spec: Spec, versions: Mapping[tuple, VersionState], targets: Mapping[tuple, int],
+                 table: RoutingTable, generation: int, apply_status: dict, gateways: list[dict],
+                 saved_state: dict, acks: dict) -> dict:
+    """Apps -> deployments -> versions (weight, target, replicas), gateways, acknowledgements, saved state."""
+    apps = []
+    for app in spec.apps:
+        deployments = []
+        for dep in app.deployments:
+            route = table.deployment(app.name, dep.name)
+            versions_out = []
+            for spec_version in dep.versions:
+                key = (app.name, dep.name, spec_version.name)
+                routed = route.version(spec_version.name) if route else None
+                weight = routed.weight if routed else spec_version.weight
+                versions_out.append(_version_status(spec_version.name, weight, targets.get(key, 0),
+                                                    versions.get(key)))
+            deployments.append({"name": dep.name, "versions": versions_out})
+        apps.append({"name": app.name, "route_prefix": app.route_prefix, "ingress": app.ingress,
+                     "deployments": deployments})
+    return {"generation": generation, "apply": dict(apply_status), "table_version": table.version, "apps": apps,
+            "gateways": gateways, "acks": acks, "saved_state": saved_state}

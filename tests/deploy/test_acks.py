@@ -1,0 +1,52 @@
+"""Routing-table acknowledgements (contract 1) on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+from deploy.acks import Ack, AckTracker, pending_watchers
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_pending_lists_routers_behind_the_version_and_forgets_silent_ones():
+    acks = {"gw-0": Ack(5, 99.0), "gw-1": Ack(4, 99.0), "gone": Ack(1, 10.0)}
+    assert pending_watchers(acks, 5, now=100.0, gone_after_s=30.0) == ["gw-1"]
+    assert pending_watchers(acks, 4, now=100.0, gone_after_s=30.0) == []
+
+
+async def test_wait_returns_true_once_every_router_acknowledged():
+    clock = FakeClock()
+    tracker = AckTracker(gone_after_s=30.0, clock=clock)
+    tracker.record("gw-0", 1)
+    tracker.record("gw-1", 1)
+    waiter = asyncio.create_task(tracker.wait(2, timeout_s=5.0))
+    await asyncio.sleep(0)
+    tracker.record("gw-0", 2)
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    tracker.record("gw-1", 2)
+    assert await asyncio.wait_for(waiter, 1.0) is True
+    assert tracker.timeouts == 0
+
+
+async def test_wait_gives_up_after_its_timeout_and_counts_it():
+    clock = FakeClock()
+    tracker = AckTracker(gone_after_s=30.0, clock=clock)
+    tracker.record("gw-0", 1)
+    waiter = asyncio.create_task(tracker.wait(2, timeout_s=2.0))
+    await asyncio.sleep(0)
+    clock.now += 2.5
+    tracker.record("gw-1", 2)  # another router's poll wakes the waiter, which sees its deadline passed
+    assert await asyncio.wait_for(waiter, 1.0) is False
+    assert tracker.timeouts == 1 and tracker.pending(2) == ["gw-0"]
+
+
+async def test_no_routers_means_nothing_to_wait_for():
+    assert await AckTracker(30.0, FakeClock()).wait(7, timeout_s=0.0) is True
