@@ -63,10 +63,10 @@ def parse_apply_document(doc: Any, source: str = "<submitted spec>") -> Spec:
     if not isinstance(remove_all, bool):
         raise ValueError(f"{source}: {REMOVE_ALL_FIELD}: must be true or false (got {remove_all!r})")
     spec = parse_spec(doc, source)
-    if not spec.apps and not remove_all:
+    if not (spec.apps or spec.scenarios or spec.pipelines) and not remove_all:
         raise ValueError(f"{source}: apps: the spec has no apps, which would remove every running app; "
                          f'send {{"apps": [], "{REMOVE_ALL_FIELD}": true}} to do that')
-    if spec.apps and remove_all:
+    if (spec.apps or spec.scenarios or spec.pipelines) and remove_all:
         raise ValueError(f"{source}: {REMOVE_ALL_FIELD}: true only goes with an empty 'apps'")
     return spec
 

@@ -15,6 +15,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import ray
@@ -28,6 +29,8 @@ from deploy.changes import (
     parse_scale,
     parse_weights,
 )
+from deploy.expand import expand_spec
+from deploy.features import FeatureActors, feature_status
 from deploy.gateways import GatewayFleet
 from deploy.persistence import StatePersistence
 from deploy.policy import ControllerConfig, start_backoff_s
@@ -81,7 +84,10 @@ class Controller:
         self.apply_lock = asyncio.Lock()  # one apply at a time
         self.ops = ReplicaOps(namespace=config.namespace, controller_name=config.name,
                               replica_host=config.replica_host, policy=self.policy, clock=clock)
-        self.fleet = GatewayFleet(config.gateway, config.namespace, self.policy.gateway_call_timeout_s)
+        # Gateways ingest and consume event pipelines from the controller's Redis (db and password included).
+        gateway = replace(config.gateway, redis_url=config.gateway.redis_url or config.redis_url or "")
+        self.fleet = GatewayFleet(gateway, config.namespace, self.policy.gateway_call_timeout_s)
+        self.features = FeatureActors(config.redis_url, config.namespace)  # scenarios' planner actors
         self.persistence = StatePersistence(config, self)
         self._started: asyncio.Task | None = None
         self._loop_task: asyncio.Task | None = None
@@ -110,6 +116,7 @@ class Controller:
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(self._control_loop())
         await self.fleet.ensure()
+        await self.features.ensure(self.spec)
 
     async def _control_loop(self) -> None:
         """Probe, plan, act; every stage wrapped so the loop never dies."""
@@ -258,6 +265,7 @@ class Controller:
         """Validate and apply a spec. With wait=False, return at once with the generation to poll."""
         await self.start()
         spec = parse_apply_document(spec_doc)  # SpecError/ValueError go back to the caller (400)
+        spec = expand_spec(spec, self.config.redis_url, self.config.namespace)  # scenarios, pipelines -> apps
         self.generation += 1
         generation = self.generation
         self.apply_status = {"generation": generation, "state": "applying", "error": None, "started_at": time.time()}
@@ -306,10 +314,12 @@ class Controller:
     # -- status -----------------------------------------------------------------------------------
     async def status(self) -> dict:
         gateways = await self.fleet.stats()
-        return build_status(spec=self.spec, versions=self.versions,
-                            targets={key: self.target(key) for key in self.versions}, table=self.table,
-                            generation=self.generation, apply_status=self.apply_status, gateways=gateways,
-                            saved_state=self.persistence.summary(), acks=self.acks.snapshot())
+        status = build_status(spec=self.spec, versions=self.versions,
+                              targets={key: self.target(key) for key in self.versions}, table=self.table,
+                              generation=self.generation, apply_status=self.apply_status, gateways=gateways,
+                              saved_state=self.persistence.summary(), acks=self.acks.snapshot())
+        status.update(await feature_status(self.spec, self.config.redis_url, self.config.namespace))
+        return status
 
     async def gateways(self) -> list:
         await self.start()
@@ -321,6 +331,7 @@ class Controller:
         if self._loop_task is not None:
             self._loop_task.cancel()
         await self.fleet.stop(self.policy.gateway_stop_timeout_s)
+        self.features.stop()
         for state in self.versions.values():
             for record in state.replicas.values():
                 self.ops.kill(record)

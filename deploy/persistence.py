@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import ray
 import structlog
 
+from deploy.expand import expand_spec
 from deploy.policy import ControllerConfig
 from deploy.records import VersionState
 from deploy.replica_ops import rotate_channel_tokens
@@ -112,6 +113,7 @@ class StatePersistence:
 
     async def _recover(self, saved: SavedState, spec) -> None:
         ctl = self.controller
+        spec = expand_spec(spec, ctl.config.redis_url, ctl.config.namespace)  # the Redis URL may have changed
         ctl.generation = saved.generation
         ctl.spec = spec
         ctl.weights = {tuple(k.split("/", 1)): dict(v) for k, v in saved.weights.items()}

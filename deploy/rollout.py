@@ -107,6 +107,7 @@ async def _apply(ctl: Controller, spec: Spec) -> None:
         ctl.publish()
         await ctl.persistence.save()
     ctl.spawn(ctl.retire(retired))
+    ctl.spawn(ctl.features.ensure(spec))  # a planner per scenario (decisions never wait for it)
     # "applied" means every router runs the new table: a client's next request sees the new routes.
     await ctl.wait_for_acks(ctl.table.version, ctl.policy.ack_timeout_s)
     rolls = [roll_version(ctl, ctl.versions[key]) for key in canaries]

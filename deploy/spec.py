@@ -20,6 +20,9 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.events.spec import PipelineSpec
+from planner.allocation.scenario import ScenarioSpec
+
 __all__ = [
     "DEFAULT_MAX_REPLICAS",
     "MAX_DURATION_S",
@@ -166,7 +169,8 @@ class DeploymentSpec(_Model):
 
 class AppSpec(_Model):
     name: str = Field(description="app name")
-    route_prefix: str = Field(description="HTTP path prefix served by the app, e.g. /linear")
+    route_prefix: str | None = Field(description="HTTP path prefix served by the app, e.g. /linear; null: an "
+                                     "internal app, reached only through handles (pipeline stages, ensemble parts)")
     ingress: str = Field(description="deployment that receives the app's HTTP requests")
     deployments: tuple[DeploymentSpec, ...] = Field(description="the app's deployments (at least one)")
 
@@ -174,7 +178,9 @@ class AppSpec(_Model):
 
     @field_validator("route_prefix")
     @classmethod
-    def _prefix(cls, value: str) -> str:
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith("/") or value.startswith("/-/") or value == "/-" or value.startswith("/metrics"):
             raise ValueError(f"route_prefix {value!r} must start with '/' and must not be under /-/ or /metrics")
         return value.rstrip("/") or "/"
@@ -226,6 +232,10 @@ class GatewaySpec(_Model):
 class Spec(_Model):
     apps: tuple[AppSpec, ...] = Field(default=(), description="apps to run")
     gateway: GatewaySpec = Field(default_factory=GatewaySpec, description="HTTP gateway settings")
+    scenarios: tuple[ScenarioSpec, ...] = Field(default=(), description="online allocation scenarios: each is "
+                                                "served by an allocator app `alloc-<name>` and planned nearline")
+    pipelines: tuple[PipelineSpec, ...] = Field(default=(), description="event pipelines: each stage runs as a "
+                                                "deployment of the internal app `events-<name>`")
 
     @model_validator(mode="after")
     def _unique(self) -> Spec:
@@ -233,7 +243,19 @@ class Spec(_Model):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"app names must be unique; repeated: {', '.join(duplicates)}")
-        prefixes = [a.route_prefix for a in self.apps]
+        generated = {f"alloc-{s.name}" for s in self.scenarios} | {f"events-{p.name}" for p in self.pipelines}
+        reserved = sorted(n for n in names if n.startswith(("alloc-", "events-")) and n not in generated)
+        if reserved:
+            raise ValueError(f"app names starting with 'alloc-' or 'events-' are the platform's (a scenario's or a "
+                             f"pipeline's app); rename: {', '.join(reserved)}")
+        for what, items in (("scenario", self.scenarios), ("pipeline", self.pipelines)):
+            item_names = [item.name for item in items]
+            repeated = sorted({n for n in item_names if item_names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"{what} names must be unique; repeated: {', '.join(repeated)}")
+        prefixes = [a.route_prefix for a in self.apps if a.route_prefix is not None]
+        prefixes += [s.route_prefix.rstrip("/") or "/" for s in self.scenarios
+                     if f"alloc-{s.name}" not in names]
         duplicates = sorted({p for p in prefixes if prefixes.count(p) > 1})
         if duplicates:
             raise ValueError(f"route prefixes must be unique; repeated: {', '.join(duplicates)}")

@@ -32,7 +32,8 @@ def build_table(spec: Spec, versions: Mapping[tuple, VersionState], weights: Map
     """Table `version` for `spec`, with `weights` overriding the spec's per (app, deployment) and version."""
     apps, deployments = [], {}
     for app in spec.apps:
-        apps.append(AppRoute(app.name, app.route_prefix, app.ingress))
+        if app.route_prefix is not None:  # internal apps are reached through handles only
+            apps.append(AppRoute(app.name, app.route_prefix, app.ingress))
         for dep in app.deployments:
             overrides = weights.get((app.name, dep.name), {})
             routes = []
@@ -48,4 +49,5 @@ def build_table(spec: Spec, versions: Mapping[tuple, VersionState], weights: Map
                 request_timeout_s=dep.request_timeout_s, idempotent=dep.idempotent,
                 allow_pinning=dep.allow_pinning, max_retries=dep.max_retries, hedge_after_s=dep.hedge_after_s)
     return RoutingTable(version=version, apps=tuple(apps), deployments=deployments, channel_token=channel_token,
-                        replica_states=replica_state_counts(versions))
+                        replica_states=replica_state_counts(versions),
+                        pipelines=tuple(p.model_dump(mode="json") for p in spec.pipelines))

@@ -91,7 +91,7 @@ def run_up(options: UpOptions, out=sys.stdout) -> int:
         url = f"http://{url_host}:{gateway.port}"
         write_private_file(run_dir / "up.json", orjson.dumps({
             "pid": os.getpid(), "url": url, "token_file": str(token_file)}).decode())
-        if spec.apps:
+        if spec.apps or spec.scenarios or spec.pipelines:
             say(f"deploying {options.spec_path or 'the quickstart'} ...")
             try:
                 platform.apply(spec)
