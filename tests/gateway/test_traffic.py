@@ -126,7 +126,13 @@ async def test_mirrored_traffic_never_delays_the_primary(platform):
     assert done >= 20, f"only {done} mirrored copies answered"
 
 
-def test_status_shows_weights_and_per_version_traffic(platform):
+async def test_status_shows_weights_and_per_version_traffic(platform):
+    """`raygate status --json` over the admin API: the spec's weights, and traffic of both versions after 200
+    requests of its own (at 90/10, v2 gets none with probability 0.9^200, about 1e-9)."""
+    async with ClientSession() as session:
+        for _ in range(200):
+            async with session.post(platform.url + "/linear", json={"x": [1.0] * 16}) as response:
+                assert response.status == 200
     result = subprocess.run([sys.executable, "-m", "deploy.cli", "--url", platform.url, "--token",
                              platform.admin_token, "status", "--json"], capture_output=True, text=True, timeout=60)
     data = orjson.loads(result.stdout)
