@@ -74,7 +74,6 @@ class GatewayFleet:
         from gateway.actor import Gateway
 
         config = dataclasses.replace(self.config, num_gateways=self.count)
-        env = {"PROMETHEUS_MULTIPROC_DIR": config.metrics_dir} if config.metrics_dir else {}
         handles = []
         for index in range(self.count):
             name = gateway_name(config.controller_name, index)
@@ -83,7 +82,7 @@ class GatewayFleet:
             except ValueError:
                 handle = ray.remote(Gateway).options(
                     name=name, namespace=self.namespace, lifetime="detached", max_restarts=-1,
-                    max_concurrency=8, num_cpus=0, runtime_env={"env_vars": env},
+                    max_concurrency=8, num_cpus=0,  # no runtime_env: a restarted gateway starts sooner
                 ).remote(config, index)
             handles.append(handle)
         self.handles = handles

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ray
 
 from deploy.controller import get_or_create_controller
+from deploy.packaging import upload_local_dirs
 from deploy.policy import ControllerConfig
 from deploy.replica_ops import ApplyError
 from deploy.spec import Spec
@@ -27,7 +28,7 @@ class Platform:
     def apply(self, spec: Spec, timeout_s: float = 300.0, remove_all: bool = False) -> dict:
         """Apply and wait; raise ApplyError (running apps untouched) when the spec could not be applied.
         A spec with no apps needs remove_all=True (see deploy/changes.py)."""
-        doc = spec.to_dict() | ({"remove_all": True} if remove_all else {})
+        doc = upload_local_dirs(spec.to_dict()) | ({"remove_all": True} if remove_all else {})  # local dirs -> GCS
         status = ray.get(self.controller.apply.remote(doc, True), timeout=timeout_s)
         if status.get("state") != "applied":
             raise ApplyError(status.get("error") or f"apply ended in state {status.get('state')}")
