@@ -17,8 +17,8 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-AUTOSCALING = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2, "stable_window_s": 2,
-               "panic_window_s": 1, "upscale_delay_s": 0, "downscale_delay_s": 2, "max_scale_down_rate": 100,
+AUTOSCALING = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2, "stable_window_s": 5,
+               "panic_window_s": 2, "upscale_delay_s": 0, "downscale_delay_s": 2, "max_scale_down_rate": 100,
                "hysteresis": 0, "forecast": False}
 CLIENTS = 12  # closed-loop clients: 12 in flight want 6 replicas at 2 each, clamped to max_replicas (3)
 SERVICE_S = 0.3  # the model's fixed service time
