@@ -10,6 +10,7 @@ import pytest
 from autoscale.actor import versions_from_rows
 from deploy.changes import carry_overrides
 from deploy.controller import Controller
+from deploy.gateways import gateway_config
 from deploy.names import CONTROLLER_NAME, scaler_name
 from deploy.policy import ControllerConfig, ControllerPolicy
 from deploy.reconcile import (
@@ -24,7 +25,7 @@ from deploy.reconcile import (
 )
 from deploy.replica_ops import ApplyError
 from deploy.records import ReplicaRecord, VersionState
-from deploy.spec import SpecError, parse_spec, resolve_versions
+from deploy.spec import GatewaySpec, SpecError, parse_spec, resolve_versions
 
 AUTO = {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 2}
 
@@ -71,9 +72,13 @@ def test_autoscaling_knobs_do_not_change_the_fingerprint_or_drop_the_scalers_cou
     assert scales == {key: 3}  # the count the scaler set survives a knob change
 
 
-def test_the_scaler_is_named_after_its_controller():
+def test_the_scaler_is_named_after_its_controller_and_gateways_report_to_it():
     assert scaler_name(CONTROLLER_NAME) == "raygate-scaler"
     assert scaler_name("ctl-b") == "ctl-b-scaler"
+    config = gateway_config(GatewaySpec(), admin_token="t", controller_name="ctl-b", namespace="n",
+                            redis_url="redis://:pw@127.0.0.1:6390/0")
+    assert (config.scaler_name, config.redis_url) == ("ctl-b-scaler", "redis://:pw@127.0.0.1:6390/0")
+    assert gateway_config(GatewaySpec(), admin_token="t", controller_name="c", namespace="n").redis_url == ""
 
 
 # -- the controller ----------------------------------------------------------------------------------------
