@@ -23,8 +23,8 @@ from deploy.reconcile import (
     RetireReplica,
     plan,
 )
-from deploy.replica_ops import ApplyError
 from deploy.records import ReplicaRecord, VersionState
+from deploy.replica_ops import ApplyError
 from deploy.spec import GatewaySpec, SpecError, parse_spec, resolve_versions
 
 AUTO = {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 2}
