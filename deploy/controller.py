@@ -32,6 +32,7 @@ from deploy.changes import (
 from deploy.expand import expand_spec
 from deploy.features import FeatureActors, feature_status
 from deploy.gateways import GatewayFleet
+from deploy.names import scaler_name
 from deploy.persistence import StatePersistence
 from deploy.policy import ControllerConfig, start_backoff_s
 from deploy.reconcile import (
@@ -49,6 +50,16 @@ from deploy.reconcile import (
 )
 from deploy.records import ReplicaRecord, VersionState
 from deploy.replica_ops import ApplyError, ReplicaOps
+from deploy.scaling import (
+    MAX_STARTUP_SAMPLES,
+    AutoscaleDecision,
+    clamp_target,
+    decisions_by_key,
+    scaler_decisions,
+    start_scaler,
+    stop_scaler,
+    version_row,
+)
 from deploy.spec import Spec
 from deploy.status import build_status
 from deploy.table_builder import build_table
@@ -70,7 +81,10 @@ class Controller:
         self.spec = Spec()
         self.versions: dict[tuple[str, str, str], VersionState] = {}
         self.weights: dict[tuple[str, str], dict[str, float]] = {}  # runtime weight overrides (split)
-        self.scales: dict[tuple[str, str, str], int] = {}  # runtime replica-count overrides (scale)
+        self.scales: dict[tuple[str, str, str], int] = {}  # runtime replica-count overrides (scale, scaler)
+        self.startup_samples: dict[tuple[str, str, str], list[float]] = {}  # create -> ready, for the scaler
+        self.autoscale_decisions: dict[tuple[str, str, str], AutoscaleDecision] = {}  # last target set per version
+        self.scaler = None  # the cluster's scaler actor (deploy/scaling.py), started with the gateways
         self.launching: dict[str, ReplicaRecord] = {}  # started, not yet in `versions` (saved all the same)
         self.retiring: dict[str, ReplicaRecord] = {}  # out of the table, draining (saved: stopped on recovery)
         self.channel_token = secrets.token_bytes(16)
@@ -117,6 +131,10 @@ class Controller:
             self._loop_task = asyncio.get_running_loop().create_task(self._control_loop())
         await self.fleet.ensure()
         await self.features.ensure(self.spec)
+        if self.scaler is None:
+            self.scaler = start_scaler(ray.get_runtime_context().current_actor, name=scaler_name(self.config.name),
+                                       namespace=self.config.namespace, redis_url=self.config.redis_url,
+                                       history_prefix=self.config.state_prefix)
 
     async def _control_loop(self) -> None:
         """Probe, plan, act; every stage wrapped so the loop never dies."""
@@ -147,6 +165,9 @@ class Controller:
         try:
             await self.ops.wait_ready(record)
         except ApplyError:
+            if record.state == DRAINING:  # retired while starting (scale-down): killed on purpose
+                self.launching.pop(record.replica_id, None)
+                return
             record.state = FAILED
             state.last_error = record.error
             state.start_failures += 1
@@ -160,6 +181,8 @@ class Controller:
             self.launching.pop(record.replica_id, None)
         if record.state == STARTING:
             record.state = RUNNING
+            samples = self.startup_samples.setdefault(state.resolved.key, [])
+            samples[:] = [*samples[1 - MAX_STARTUP_SAMPLES:], self.clock() - record.started_at]
         state.start_failures = 0
         log.info("replica_running", replica=record.replica_id, pid=record.pid)
         if publish:
@@ -168,6 +191,13 @@ class Controller:
     async def retire(self, records: list[ReplicaRecord]) -> None:
         """Replicas already out of the published table: wait until every router runs a table without
         them (contract 1), then drain and stop them."""
+        if not records:
+            return
+        starting = [r for r in records if r.state == STARTING]  # never routed: nothing to drain
+        for record in starting:
+            record.state = DRAINING
+            self.ops.kill(record)
+        records = [r for r in records if r not in starting]
         if not records:
             return
         for record in records:
@@ -311,15 +341,40 @@ class Controller:
         await self.wait_for_acks(version, self.policy.ack_timeout_s)  # routers run the new weights on return
         return {"app": app, "deployment": deployment, "weights": merged, "table_version": version}
 
+    # -- autoscaling (the contract in autoscale/actor.py) ----------------------------------------------
+    def autoscaled_versions(self) -> list[dict]:
+        """One row per live version, autoscaled or not; start-up samples are handed over once."""
+        samples, self.startup_samples = self.startup_samples, {}
+        return [version_row(state, self.target(key), samples.get(key, [])) for key, state in self.versions.items()]
+
+    async def set_autoscale_target(self, app: str, deployment: str, version: str, target: int, reason: str) -> None:
+        """The scaler's count for an autoscaled version, clamped to its bounds, held as `scale` holds one."""
+        async with self.change_lock:
+            state = self.versions.get((app, deployment, version))
+            if state is None or state.resolved.autoscaling is None:  # removed, or no longer autoscaled
+                return
+            key = state.resolved.key
+            count = clamp_target(state.resolved, target)
+            self.autoscale_decisions[key] = AutoscaleDecision(count, int(target), str(reason), self.clock())
+            if self.target(key) == count:
+                return
+            log.info("autoscale_target_set", app=app, deployment=deployment, version=version, target=count,
+                     previous=self.target(key), asked=target, reason=reason)
+            self.scales[key] = count
+            self.persistence.mark_dirty()
+
     # -- status -----------------------------------------------------------------------------------
     async def status(self) -> dict:
-        gateways = await self.fleet.stats()
+        gateways, decisions, features = await asyncio.gather(
+            self.fleet.stats(), scaler_decisions(self.scaler, self.policy.gateway_call_timeout_s),
+            feature_status(self.spec, self.config.redis_url, self.config.namespace))
         status = build_status(spec=self.spec, versions=self.versions,
                               targets={key: self.target(key) for key in self.versions}, table=self.table,
                               generation=self.generation, apply_status=self.apply_status, gateways=gateways,
-                              saved_state=self.persistence.summary(), acks=self.acks.snapshot())
-        status.update(await feature_status(self.spec, self.config.redis_url, self.config.namespace))
-        return status
+                              saved_state=self.persistence.summary(), acks=self.acks.snapshot(),
+                              applied={k: d.to_dict() for k, d in self.autoscale_decisions.items()},
+                              decisions=decisions_by_key(decisions) if decisions is not None else None)
+        return status | features
 
     async def gateways(self) -> list:
         await self.start()
@@ -330,6 +385,7 @@ class Controller:
         self._stopping = True
         if self._loop_task is not None:
             self._loop_task.cancel()
+        await stop_scaler(self.scaler, self.policy.gateway_stop_timeout_s)
         await self.fleet.stop(self.policy.gateway_stop_timeout_s)
         self.features.stop()
         for state in self.versions.values():

@@ -12,7 +12,7 @@ import dataclasses
 import os
 from typing import Any
 
-from deploy.names import gateway_name
+from deploy.names import gateway_name, scaler_name
 from deploy.spec import GatewaySpec
 from gateway.config import GatewayConfig
 
@@ -47,14 +47,17 @@ def node_cores() -> int:
 
 
 def gateway_config(spec: GatewaySpec, *, admin_token: str, metrics_dir: str = "", log_dir: str = "",
-                   controller_name: str, namespace: str, **overrides: Any) -> GatewayConfig:
+                   controller_name: str, namespace: str, redis_url: str | None = None,
+                   **overrides: Any) -> GatewayConfig:
     """The one derivation of GatewayConfig: the spec's fields by name (overridden by validated command-line
-    values such as host, port, num_gateways), plus the runtime fields the spec does not carry."""
+    values such as host, port, num_gateways), plus the runtime fields the spec does not carry (the scaler that
+    takes load reports is the controller's; `redis_url` is the platform's Redis, for event pipelines)."""
     fields = spec.model_dump()
     fields.update({k: v for k, v in overrides.items() if v is not None})
     validated = GatewaySpec.model_validate(fields).model_dump()  # overrides are checked like the spec
     return GatewayConfig(**validated, admin_token=admin_token, metrics_dir=metrics_dir, log_dir=log_dir,
-                         controller_name=controller_name, namespace=namespace)
+                         controller_name=controller_name, namespace=namespace, redis_url=redis_url or "",
+                         scaler_name=scaler_name(controller_name))
 
 
 class GatewayFleet:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-__all__ = ["CONTROLLER_NAME", "NAMESPACE", "gateway_name", "replica_name"]
+__all__ = ["CONTROLLER_NAME", "NAMESPACE", "gateway_name", "replica_name", "scaler_name"]
 
 CONTROLLER_NAME = "raygate-controller"  # the controller actor's name (gateways and handles find it by it)
 NAMESPACE = "raygate"  # Ray namespace of every raygate actor
@@ -14,6 +14,12 @@ def gateway_name(controller_name: str, index: int) -> str:
     """The detached gateway actor `index` of a controller; the default controller keeps the historic names."""
     prefix = "raygate" if controller_name == CONTROLLER_NAME else controller_name
     return f"{prefix}-gateway-{index}"
+
+
+def scaler_name(controller_name: str) -> str:
+    """The cluster's detached scaler actor for a controller: "raygate-scaler" for the default controller."""
+    prefix = "raygate" if controller_name == CONTROLLER_NAME else controller_name
+    return f"{prefix}-scaler"
 
 
 def replica_name(app: str, deployment: str, version: str) -> str:

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from autoscale.config import AutoscalingConfig
 from gateway.events.spec import PipelineSpec
 from planner.allocation.scenario import ScenarioSpec
 
@@ -110,6 +111,9 @@ class VersionSpec(_Model):
     runtime_env: RuntimeEnv | None = Field(None, description="runtime environment (default: the deployment's)")
     mirror_percent: float = Field(0.0, ge=0, le=100, allow_inf_nan=False,
                                   description="share of primary traffic copied to this version")
+    autoscaling: AutoscalingConfig | None = Field(
+        None, description="scale this version from its load (overrides the deployment's block as a whole); "
+                          "its replicas start at autoscaling's initial count and num_replicas is not used")
 
     _name = field_validator("name")(lambda cls, v: _check_name(v, "version name"))
 
@@ -135,6 +139,9 @@ class DeploymentSpec(_Model):
     hedge_after_s: Duration | None = Field(None, description="idempotent only: also send to a second replica "
                                            "when the first has not answered after this long; first answer wins")
     versions: tuple[VersionSpec, ...] = Field(default=(), description="live versions; default one version 'v1'")
+    autoscaling: AutoscalingConfig | None = Field(
+        None, description="scale every version from its load (docs/autoscaling.md); without it num_replicas is "
+                          "fixed")
 
     _name = field_validator("name")(lambda cls, v: _check_name(v, "deployment name"))
 
@@ -160,6 +167,11 @@ class DeploymentSpec(_Model):
                     if (v.num_replicas if v.num_replicas is not None else self.num_replicas) > self.max_replicas]
         if too_many:
             raise ValueError(f"num_replicas of version(s) {', '.join(too_many)} above max_replicas "
+                             f"({self.max_replicas})")
+        too_many = [v.name for v in self.versions if (v.autoscaling or self.autoscaling)
+                    and (v.autoscaling or self.autoscaling).max_replicas > self.max_replicas]
+        if too_many:
+            raise ValueError(f"autoscaling.max_replicas of version(s) {', '.join(too_many)} above max_replicas "
                              f"({self.max_replicas})")
         for version in self.versions:
             if version.import_path is not None:
@@ -317,6 +329,7 @@ class ResolvedVersion:
     mirror_percent: float  # mirrored share
     max_ongoing_requests: int  # per replica
     max_replicas: int = DEFAULT_MAX_REPLICAS  # cap on this version's replica count (spec and runtime scale)
+    autoscaling: AutoscalingConfig | None = None  # the version's block, else the deployment's; None: fixed count
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -324,7 +337,8 @@ class ResolvedVersion:
 
     @property
     def fingerprint(self) -> str:
-        """Changes exactly when replicas must be replaced (code, arguments, resources, environment)."""
+        """Changes exactly when replicas must be replaced (code, arguments, resources, environment); never with
+        the replica count or the autoscaling knobs."""
         doc = {"import_path": self.import_path, "init_args": list(self.init_args), "init_kwargs": self.init_kwargs,
                "resources": self.resources.model_dump(mode="json"),
                "runtime_env": self.runtime_env.model_dump(mode="json"),
@@ -338,16 +352,19 @@ def resolve_versions(spec: Spec) -> dict[tuple[str, str, str], ResolvedVersion]:
     for app in spec.apps:
         for dep in app.deployments:
             for version in dep.versions:
+                autoscaling = version.autoscaling or dep.autoscaling
+                count = version.num_replicas if version.num_replicas is not None else dep.num_replicas
                 resolved = ResolvedVersion(
                     app=app.name, deployment=dep.name, name=version.name,
                     import_path=version.import_path or dep.import_path,
                     init_args=tuple(version.init_args if version.init_args is not None else dep.init_args),
                     init_kwargs=dict(version.init_kwargs if version.init_kwargs is not None else dep.init_kwargs),
-                    num_replicas=version.num_replicas if version.num_replicas is not None else dep.num_replicas,
+                    num_replicas=autoscaling.start_replicas if autoscaling else count,
                     resources=version.resources or dep.resources,
                     runtime_env=version.runtime_env or dep.runtime_env,
                     weight=version.weight, mirror_percent=version.mirror_percent,
                     max_ongoing_requests=dep.max_ongoing_requests, max_replicas=dep.max_replicas,
+                    autoscaling=autoscaling,
                 )
                 out[resolved.key] = resolved
     return out

@@ -83,7 +83,7 @@ def run_up(options: UpOptions, out=sys.stdout) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):  # ray.init installs its own handlers
             signal.signal(signum, lambda *_: stop.set())
 
-        gateway, token_file = _gateway_config(spec, options, run_dir)
+        gateway, token_file = _gateway_config(spec, options, run_dir, redis_url)
         from deploy.platform import Platform
 
         platform = Platform(ControllerConfig(redis_url=redis_url, gateway=gateway)).start()
@@ -149,7 +149,7 @@ def _start_redis(run_dir: Path) -> EmbeddedRedis:
     return EmbeddedRedis(data_dir=run_dir / "redis", password=password).start()
 
 
-def _gateway_config(spec: Spec, options: UpOptions, run_dir: Path):
+def _gateway_config(spec: Spec, options: UpOptions, run_dir: Path, redis_url: str | None = None):
     """GatewayConfig from the spec and the command line; the admin token in a 0600 file."""
     metrics_dir = run_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -158,6 +158,7 @@ def _gateway_config(spec: Spec, options: UpOptions, run_dir: Path):
     token_file = write_private_file(run_dir / "admin-token", admin_token)
     gateway = gateway_config(spec.gateway, admin_token=admin_token, metrics_dir=str(metrics_dir),
                              log_dir=str(run_dir / "logs"), controller_name=CONTROLLER_NAME, namespace=NAMESPACE,
+                             redis_url=redis_url,
                              host=options.host, port=options.port, num_gateways=options.num_gateways)
     return gateway, token_file
 
