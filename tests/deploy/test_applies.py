@@ -80,6 +80,7 @@ async def test_rolling_update_replaces_one_replica_at_a_time(platform):
         await sender
         recorder.stopping.set()
         recorder.join()
+        recorder.seen.append(version_of(platform.platform.status(), *ROLLING))  # after settling: a fresh look
         for seen in recorder.seen:
             live = [r for r in seen["replicas"] if r["state"] in ("STARTING", "RUNNING")]
             assert len(live) <= target + 1 and seen["running"] >= target, seen

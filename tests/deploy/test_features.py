@@ -129,3 +129,57 @@ async def test_pipeline_stages_run_as_deployments_and_survive_a_stage_replica_ki
     assert all(amounts[e["user"]] == 2 * e["amount"] for e in events if e["user"] in expected), "convert ran"
     status = ray.get(platform.platform.controller.status.remote(), timeout=30)
     assert [p["pipeline"] for p in status["pipelines"]] == ["buys"]
+
+
+async def test_ten_thousand_events_on_the_platform_through_a_killed_stage_replica_and_consumer(platform,
+                                                                                              platform_redis_url):
+    """10,000 events (web stream + app HTTP source) through filter -> convert -> join -> stream sink, with the
+    stages as deployments and the gateways as consumers: the filter stage's replica and then each gateway process
+    (one of them is the join's leading consumer) are SIGKILLed mid-stream; every expected output arrives exactly
+    once, nothing else does, and malformed events are dead letters with their reason."""
+    import redis.asyncio as aioredis
+
+    from tests.gateway.events.test_eventing import assert_exactly_expected, settle
+    from tests.gateway.events.workload import dead_entries, orders_pipeline, produce, sink_entries
+
+    namespace = "raygate"  # the platform's: its consumers use its key namespace
+    pipeline = orders_pipeline(namespace, claim_idle_s=1.0)
+    doc = pipeline.model_dump(mode="json")
+    doc["name"] = "orders"
+    doc["stages"][1] = {"name": "enrich", "convert": {"user": "event.user", "kind": "event.kind",
+                                                     "amount": "event.amount", "cents": "event.amount * 100"},
+                        "sources": ["web"]}
+    spec = parse_spec(platform.spec.to_dict() | {"pipelines": [doc]})
+    platform.platform.apply(spec)
+    pipeline = spec.pipelines[0]
+    client = aioredis.Redis.from_url(platform_redis_url)
+    try:
+        await client.delete(pipeline.sink.stream)
+        status = ray.get(platform.platform.controller.status.remote(), timeout=30)
+        app = next(a for a in status["apps"] if a["name"] == "events-orders")
+        stage_pid = next(r["pid"] for d in app["deployments"] if d["name"] == "only_buys" for v in d["versions"]
+                         for r in v["replicas"] if r["state"] == "RUNNING" and r["pid"] > 0)
+        gateway_pids = [g["pid"] for g in status["gateways"] if g.get("pid", 0) > 0]
+        assert len(gateway_pids) == 2
+        work = await produce(client, pipeline, namespace)
+        assert work.produced == 10_000
+
+        async def out_at_least(n: int) -> None:
+            deadline = time.monotonic() + 120
+            while await client.xlen(pipeline.sink.stream) < n:
+                assert time.monotonic() < deadline, f"fewer than {n} outputs in 120 s"
+                await asyncio.sleep(0.05)
+
+        await out_at_least(len(work.outputs) // 5)
+        os.kill(stage_pid, signal.SIGKILL)
+        await out_at_least(2 * len(work.outputs) // 5)
+        os.kill(gateway_pids[0], signal.SIGKILL)
+        await out_at_least(3 * len(work.outputs) // 5)
+        os.kill(gateway_pids[1], signal.SIGKILL)
+        assert await client.xlen(pipeline.sink.stream) < len(work.outputs), "finished before the kills: proves nothing"
+        assert await settle(client, pipeline, namespace, len(work.outputs), len(work.dead), timeout_s=180)
+        assert_exactly_expected(await sink_entries(client, pipeline.sink.stream), work,
+                                await dead_entries(client, pipeline, namespace))
+    finally:
+        platform.platform.apply(platform.spec)
+        await client.aclose()
