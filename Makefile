@@ -22,7 +22,7 @@ run: $(STAMP)
 test: $(STAMP)
 	./scripts/ensure-system-deps.sh redis-server
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(or $(PYTEST_ARGS),-p no:randomly)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
