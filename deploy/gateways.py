@@ -106,14 +106,7 @@ class GatewayFleet:
         return list(await asyncio.gather(*(self._stats(i, h) for i, h in enumerate(self.handles))))
 
     async def stop(self, timeout_s: float) -> None:
-        import ray
+        from deploy.replica_ops import stop_then_kill
 
         for handle in self.handles:
-            try:
-                await asyncio.wait_for(handle.stop.remote(), timeout_s)
-            except Exception:
-                pass
-            try:
-                ray.kill(handle, no_restart=True)
-            except Exception:
-                pass
+            await stop_then_kill(handle, timeout_s)

@@ -19,7 +19,7 @@ from deploy.records import ReplicaRecord, short_error
 from deploy.spec import ResolvedVersion
 from replicas.replica import Replica, ReplicaConfig
 
-__all__ = ["ApplyError", "ProbeResult", "ReplicaOps", "rotate_channel_tokens"]
+__all__ = ["stop_then_kill", "ApplyError", "ProbeResult", "ReplicaOps", "rotate_channel_tokens"]
 
 log = structlog.get_logger("raygate.controller")
 
@@ -135,3 +135,17 @@ async def rotate_channel_tokens(records: list[ReplicaRecord], new_token: bytes, 
 
     confirmed = await asyncio.gather(*(one(r) for r in records))
     return [r for r, ok in zip(records, confirmed) if not ok]
+
+
+async def stop_then_kill(handle, timeout_s: float) -> None:
+    """Ask an actor to stop (bounded), then kill it for good; an actor already gone is fine."""
+    import ray
+
+    try:
+        await asyncio.wait_for(handle.stop.remote(), timeout_s)
+    except Exception:
+        pass
+    try:
+        ray.kill(handle, no_restart=True)
+    except Exception:
+        pass

@@ -14,6 +14,7 @@ import structlog
 
 from deploy.reconcile import RUNNING, STARTING
 from deploy.records import VersionState
+from deploy.replica_ops import stop_then_kill
 from deploy.spec import ResolvedVersion
 
 __all__ = [
@@ -96,15 +97,5 @@ async def scaler_decisions(handle, timeout_s: float) -> list[dict] | None:
 
 async def stop_scaler(handle, timeout_s: float) -> None:
     """Stop the scaler's loop, then the actor for good."""
-    import ray
-
-    if handle is None:
-        return
-    try:
-        await asyncio.wait_for(handle.stop.remote(), timeout_s)
-    except Exception:
-        pass
-    try:
-        ray.kill(handle, no_restart=True)
-    except Exception:
-        pass
+    if handle is not None:
+        await stop_then_kill(handle, timeout_s)
