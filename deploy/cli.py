@@ -191,6 +191,39 @@ def status(ctx, as_json: bool) -> None:
                     rows.append(head + (replica["replica_id"], replica["state"], str(replica["pid"]),
                                         replica["node_id"][:12]))
     _echo_rows(rows)
+    _echo_features(data)
+
+
+def _figure(value, spec: str = ".3g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _echo_features(data: dict) -> None:
+    """Per scenario: each constraint's use against capacity and plan, prices, forecast, certificate; per
+    pipeline: lag, pending, dead letters and rates."""
+    for scenario in data.get("scenarios") or []:
+        if "error" in scenario:
+            click.echo(f"scenario {scenario['scenario']}: {scenario['error']}")
+            continue
+        forecast = scenario.get("forecast") or {}
+        certificate = scenario.get("certificate") or {}
+        click.echo(f"scenario {scenario['scenario']} ({scenario['route_prefix']}): prices v"
+                   f"{_figure(scenario.get('prices_version'), 'd') if scenario.get('prices_version') else '-'}, "
+                   f"age {_figure(scenario.get('prices_age_s'), '.1f')} s{' STALE' if scenario.get('stale') else ''}"
+                   f", forecast {forecast.get('model') or '-'} ({_figure(forecast.get('remaining_requests'))} "
+                   f"requests left), gap {_figure(certificate.get('rigorous_gap', certificate.get('gap')))}")
+        _echo_rows([("CONSTRAINT", "CAPACITY", "USED", "USE", "PLANNED", "PRICE")] + [
+            (c["name"], _figure(c["capacity"]), _figure(c["used"]), _figure(c["use"], ".1%"),
+             _figure(c.get("planned_use"), ".1%") if c.get("planned_use") is not None else "-",
+             _figure(c.get("price"))) for c in scenario["constraints"]])
+    for pipeline in data.get("pipelines") or []:
+        if "error" in pipeline:
+            click.echo(f"pipeline {pipeline['pipeline']}: {pipeline['error']}")
+            continue
+        rates = pipeline.get("rates") or {}
+        click.echo(f"pipeline {pipeline['pipeline']}: lag {pipeline.get('lag')}, pending {pipeline.get('pending')}, "
+                   f"dead letters {pipeline.get('dead_letters')}, "
+                   + ", ".join(f"{k} {_figure(v)}" for k, v in rates.items()))
 
 
 def _echo_rows(rows: list[tuple[str, ...]]) -> None:

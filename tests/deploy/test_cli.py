@@ -34,3 +34,24 @@ def test_split_rejects_malformed_weights_without_contacting_anything():
 def test_commands_say_how_to_reach_a_platform_when_none_runs(tmp_path):
     result = _raygate("--run-dir", str(tmp_path), "status")
     assert result.returncode != 0 and "no admin token" in result.stderr
+
+
+def test_status_text_shows_scenarios_and_pipelines(capsys):
+    """`raygate status` (text) prints each scenario's constraints against capacity and plan, its prices and
+    forecast, and each pipeline's lag, pending and dead letters; unreadable entries say why."""
+    from deploy.cli import _echo_features
+
+    _echo_features({"scenarios": [
+        {"scenario": "coupons", "route_prefix": "/allocate/coupons", "prices_version": 17, "prices_age_s": 4.2,
+         "stale": False, "forecast": {"model": "holt_winters", "remaining_requests": 12000.0},
+         "certificate": {"gap": 0.001, "rigorous_gap": 0.002},
+         "constraints": [{"name": "total_spend", "capacity": 100000.0, "used": 2500.0, "use": 0.025,
+                          "planned_use": 0.03, "price": 0.012}]},
+        {"scenario": "other", "error": "no Redis"}],
+        "pipelines": [{"pipeline": "clicks", "lag": 3, "pending": 1, "dead_letters": 2,
+                       "rates": {"read_per_s": 12.5}}]})
+    out = capsys.readouterr().out
+    assert "scenario coupons (/allocate/coupons): prices v17, age 4.2 s" in out and "holt_winters" in out
+    assert "total_spend" in out and "2.5%" in out and "3.0%" in out
+    assert "scenario other: no Redis" in out
+    assert "pipeline clicks: lag 3, pending 1, dead letters 2, read_per_s 12.5" in out
