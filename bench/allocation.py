@@ -5,7 +5,10 @@ campaign's users, who arrive over the horizon with a diurnal rate, noise and a s
 horizon), a day compressed into `--horizon` simulated seconds. Modes:
 - `inproc` (default): the allocator's user code called directly (two replicas sharing the budget through leases),
   the nearline loop on the simulated clock, a real Redis this script starts and stops;
-- `http`: reserved for replaying against a running raygate (`--url`); not wired yet.
+- `http`: the campaign in real time over HTTP against a raygate this script starts (bench/_allocation_http.py):
+  the scenario's allocator app and nearline planner actor on a local Ray, the shipped gateway settings; decision
+  latency is measured at the client, the price lag is the age of the prices each answer used. The mean rate is
+  `--users / --horizon` requests per second (`--rate` sets the horizon from it).
 Printed: realised value against the hindsight LP optimum (HiGHS on the whole campaign), first come first served,
 greedy without prices and dual mirror descent alone (per-request dual steps from zero prices, no solver, step chosen
 on yesterday's users); each constraint's final use against capacity; decision p50/p99 (wall time of the call);
@@ -13,6 +16,7 @@ the price refresh lag (wall seconds from a cycle's data snapshot to new prices i
 
     .venv/bin/python bench/allocation.py                  # 40k campaign users, K = 12
     .venv/bin/python bench/allocation.py --quick          # 8k users
+    .venv/bin/python bench/allocation.py --mode http --users 20000 --prior 10000 --rate 500
 """
 
 from __future__ import annotations
@@ -76,12 +80,15 @@ def main(argv=None) -> int:
     p.add_argument("--sample-size", type=int, default=20_000)
     p.add_argument("--mode", choices=("inproc", "http"), default="inproc")
     p.add_argument("--quick", action="store_true", help="8k users, 4k prior")
+    p.add_argument("--rate", type=float, default=None, help="http: mean requests/s (sets --horizon)")
+    p.add_argument("--in-flight", type=int, default=256, help="http: most requests outstanding at the client")
+    p.add_argument("--warmup", type=float, default=25.0, help="http: seconds for the platform before the campaign")
     args = p.parse_args(argv)
     if args.quick:
         args.users, args.prior = 8_000, 4_000
     if args.mode == "http":
-        print("error: --mode http needs the allocator deployment wired into raygate (not yet)", file=sys.stderr)
-        return 2
+        args.horizon = args.users / args.rate if args.rate else args.horizon
+        args.cycle = min(args.cycle, max(1.0, args.horizon / 40))
 
     from planner.allocation.campaign import (
         choose_dmd_step,
@@ -114,7 +121,15 @@ def main(argv=None) -> int:
     print(f"baselines in {time.perf_counter() - t0:.1f} s (DMD step {step:g}, chosen on yesterday's users)")
 
     t0 = time.perf_counter()
-    live = run_inproc(args, prior, campaign, scenario, times, start=1_000_000.0)
+    if args.mode == "http":
+        from bench._allocation_http import run_http
+
+        knobs = scenario.model_dump(exclude={"name", "route_prefix", "constraints", "usage_types", "starts_at"})
+        knobs.update(num_replicas=args.replicas)
+        live, scenario = run_http(args, prior, campaign, knobs, times)
+        print(f"http: {live.sent} sent at {live.sent / args.horizon:.0f} req/s mean, errors {live.errors or 'none'}")
+    else:
+        live = run_inproc(args, prior, campaign, scenario, times, start=1_000_000.0)
     wall = time.perf_counter() - t0
     published = sum(1 for c in live.cycles if c.published is not None and c.published.accepted)
     refused = [c.published.reason for c in live.cycles if c.published is not None and not c.published.accepted]
@@ -137,9 +152,10 @@ def main(argv=None) -> int:
               f"{dmd_use[k] / campaign.b[k]:8.4f}")
     dec = np.asarray(live.decision_s) * 1e3
     lag = np.asarray(live.price_lag_s) if live.price_lag_s else np.array([np.nan])
-    cpu = np.asarray(live.decision_cpu_s) * 1e3
+    cpu = np.asarray(live.decision_cpu_s or [np.nan]) * 1e3
+    where = "at the client, over HTTP" if args.mode == "http" else "the in-process call"
     print(f"\ndecision ms: p50 {np.percentile(dec, 50):.3f}  p99 {np.percentile(dec, 99):.3f}  "
-          f"max {dec.max():.2f} (wall time of the in-process call: parse, calibrate, decide, lease, dual step)")
+          f"max {dec.max():.2f} (wall time of {where}: parse, calibrate, decide, lease, dual step)")
     print(f"decision CPU ms: p50 {np.percentile(cpu, 50):.3f}  p99 {np.percentile(cpu, 99):.3f} (this thread's CPU "
           f"time: what the wall figures show without other processes' load; load average now "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")

@@ -117,9 +117,10 @@ async def _apply(ctl: Controller, spec: Spec) -> None:
 
 async def roll_version(ctl: Controller, state: VersionState) -> None:
     """Replace replicas running an older fingerprint one at a time: start one (if that keeps the count
-    within target + 1), wait until it is ready and routed, then retire one old replica."""
-    if state.rolling:
-        return
+    within target + 1), wait until it is ready and routed, then retire one old replica. A roll already under way
+    (the control loop's) is waited for, then the check is made again: an apply that returns has rolled."""
+    while state.rolling:
+        await asyncio.sleep(ctl.policy.loop_min_sleep_s)
     state.rolling = True
     key = state.resolved.key
     try:

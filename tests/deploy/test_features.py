@@ -39,15 +39,18 @@ def wait_until(check, timeout_s: float = 60.0, what: str = "condition"):
     raise AssertionError(f"{what} not met within {timeout_s}s")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def featured(platform, platform_redis_url):
-    """The session platform with one scenario and one pipeline added; the original spec restored afterwards."""
+    """The session platform with one scenario and one pipeline added (applied for each test, whatever ran
+    before); the original spec restored afterwards."""
     doc = platform.spec.to_dict() | {"scenarios": [SCENARIO], "pipelines": [PIPELINE]}
     platform.platform.apply(parse_spec(doc))
     client = redis.Redis.from_url(platform_redis_url)
-    yield platform, client
-    platform.platform.apply(platform.spec)
-    client.close()
+    try:
+        yield platform, client
+    finally:
+        platform.platform.apply(platform.spec)
+        client.close()
 
 
 async def _post(session, url, doc, **headers):
