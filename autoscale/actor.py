@@ -117,7 +117,10 @@ class ScalerActor:
         return decisions
 
     def report(self, rows: list[dict]) -> int:
-        return self.scaler.report(rows)
+        count = self.scaler.report(rows)
+        if self.scaler.wakes_from_zero(rows):
+            self.loop.nudge()  # held requests wait for a replica: decide now
+        return count
 
     def last_decisions(self) -> list[dict]:
         return self.scaler.last_decisions()

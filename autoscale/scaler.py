@@ -94,6 +94,16 @@ class Scaler:
             self._pushed.extend(parsed)
         return len(parsed)
 
+    def wakes_from_zero(self, reports: Iterable[dict | MetricReport]) -> bool:
+        """True when a report shows requests queued for a version the scaler holds at zero replicas: worth a
+        tick now rather than at the next period (the routers hold those requests until a replica is ready)."""
+        for report in reports:
+            data = report if isinstance(report, dict) else report.to_dict()
+            entry = self._versions.get((data.get("app"), data.get("deployment"), data.get("version")))
+            if entry is not None and entry.state.target == 0 and (data.get("queued") or 0) > 0:
+                return True
+        return False
+
     def _gather(self) -> None:
         try:
             self._known = dict(self.source.autoscaled_versions())
@@ -222,6 +232,7 @@ class ScalerLoop:
         self.tick = tick
         self.period_s = period_s
         self._stop = threading.Event()
+        self._nudged = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> "ScalerLoop":
@@ -236,9 +247,15 @@ class ScalerLoop:
                 self.tick()
             except Exception as exc:
                 log.error("autoscale_tick_failed", version="*", error=repr(exc))
-            self._stop.wait(max(0.0, self.period_s - (time.monotonic() - started)))
+            self._nudged.wait(max(0.0, self.period_s - (time.monotonic() - started)))
+            self._nudged.clear()
+
+    def nudge(self) -> None:
+        """Tick now instead of at the end of the period (demand for a version at zero replicas)."""
+        self._nudged.set()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
+        self._nudged.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
