@@ -125,6 +125,10 @@ class ScalerActor:
     def last_decisions(self) -> list[dict]:
         return self.scaler.last_decisions()
 
+    def window(self, app: str, deployment: str, version: str, span_s: float = 10.0) -> list[dict]:
+        """The window's merged samples of one version over the last `span_s` seconds (what the policy reads)."""
+        return self.scaler.recent_samples((app, deployment, version), span_s)
+
     def stop(self) -> None:
         self.loop.stop()
         if getattr(self, "_redis", None) is not None:

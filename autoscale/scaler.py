@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Mapping, Protocol
 
 import structlog
@@ -215,6 +215,12 @@ class Scaler:
             self._decisions.pop(key, None)
             self.window.forget(key)
         return decisions
+
+    def recent_samples(self, key: VersionKey, span_s: float, now: float | None = None) -> list[dict]:
+        """The merged per-second samples of the last `span_s` seconds of one version (JSON-able), to inspect
+        what the window holds (tests, debugging)."""
+        now = self.clock() if now is None else now
+        return [asdict(sample) for sample in self.window.samples(key, now - span_s, now + 1)]
 
     def last_decisions(self) -> list[dict]:
         """The last decision per version, JSON-able, for `raygate status` and metrics."""
