@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -85,8 +86,14 @@ def test_live_gateway_metrics_pass_promtool(platform):
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
-    with urllib.request.urlopen(platform.url + "/metrics", timeout=10) as response:
-        scrape = response.read()
+    deadline = time.monotonic() + 10  # the answering process wrote its count within a flush period or two
+    while True:
+        with urllib.request.urlopen(platform.url + "/metrics", timeout=10) as response:
+            scrape = response.read()
+        if b"raygate_requests_total" in scrape or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)  # poll interval, not synchronisation: the scrape decides
     assert b"raygate_requests_total" in scrape
+    assert b"# TYPE raygate_autoscale_desired_replicas gauge" in scrape  # the platform collector renders too
     checked = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True, timeout=60)
     assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
