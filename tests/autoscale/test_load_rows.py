@@ -109,3 +109,32 @@ async def test_report_loop_sends_each_round_and_held_rows_at_once_when_woken():
         await asyncio.sleep(0)
     task.cancel()
     assert sent == [[{"second": 100, "kind": "held"}]]
+
+
+async def test_report_loop_sends_the_last_whole_second_each_period_and_skips_empty_rounds():
+    """Without a wake: each period the sources' rows for the last whole second; a round with no rows sends
+    nothing (a replica that is not autoscaled and never called a handle costs no Ray call)."""
+    sent: list[list[dict]] = []
+    rounds = [0]
+
+    class Scaler:
+        class report:
+            @staticmethod
+            def remote(rows):
+                sent.append(rows)
+                future = asyncio.get_running_loop().create_future()
+                future.set_result(len(rows))
+                return future
+
+    def source(second):
+        rounds[0] += 1
+        return [] if rounds[0] == 1 else [{"second": second}]
+
+    task = asyncio.create_task(report_loop([source], "s", "n", period_s=0.001, wall_clock=lambda: 42.9,
+                                           find_scaler=lambda name, namespace: Scaler()))
+    for _ in range(1000):
+        if len(sent) >= 2:
+            break
+        await asyncio.sleep(0.001)
+    task.cancel()
+    assert rounds[0] >= 3 and sent[:2] == [[{"second": 41}], [{"second": 41}]]
