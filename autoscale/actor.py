@@ -117,10 +117,17 @@ class ScalerActor:
         return decisions
 
     def report(self, rows: list[dict]) -> int:
-        return self.scaler.report(rows)
+        count = self.scaler.report(rows)
+        if self.scaler.wakes_from_zero(rows):
+            self.loop.nudge()  # held requests wait for a replica: decide now
+        return count
 
     def last_decisions(self) -> list[dict]:
         return self.scaler.last_decisions()
+
+    def window(self, app: str, deployment: str, version: str, span_s: float = 10.0) -> list[dict]:
+        """The window's merged samples of one version over the last `span_s` seconds (what the policy reads)."""
+        return self.scaler.recent_samples((app, deployment, version), span_s)
 
     def stop(self) -> None:
         self.loop.stop()

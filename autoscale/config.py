@@ -68,7 +68,9 @@ class AutoscalingConfig(BaseModel):
     # --- scale to zero -----------------------------------------------------------------------------------------
     scale_to_zero: bool = Field(False, description="allow 0 replicas after scale_to_zero_delay_s without traffic")
     scale_to_zero_delay_s: float = Field(
-        300.0, ge=0, le=_WEEK, description="seconds with no arrival and nothing in flight before going to 0")
+        60.0, ge=0, le=_WEEK, description="seconds with no arrival and nothing in flight before going to 0 (as "
+                                          "Knative's 60 s stable window); requests that arrive at 0 are held "
+                                          "by the routers while the first replica starts")
 
     # --- predictive signal -------------------------------------------------------------------------------------
     forecast: bool = Field(True, description="pre-scale from the arrivals forecast over the replica start-up time")

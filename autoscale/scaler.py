@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Mapping, Protocol
 
 import structlog
@@ -93,6 +93,16 @@ class Scaler:
         with self._lock:
             self._pushed.extend(parsed)
         return len(parsed)
+
+    def wakes_from_zero(self, reports: Iterable[dict | MetricReport]) -> bool:
+        """True when a report shows requests queued for a version the scaler holds at zero replicas: worth a
+        tick now rather than at the next period (the routers hold those requests until a replica is ready)."""
+        for report in reports:
+            data = report if isinstance(report, dict) else report.to_dict()
+            entry = self._versions.get((data.get("app"), data.get("deployment"), data.get("version")))
+            if entry is not None and entry.state.target == 0 and (data.get("queued") or 0) > 0:
+                return True
+        return False
 
     def _gather(self) -> None:
         try:
@@ -206,6 +216,12 @@ class Scaler:
             self.window.forget(key)
         return decisions
 
+    def recent_samples(self, key: VersionKey, span_s: float, now: float | None = None) -> list[dict]:
+        """The merged per-second samples of the last `span_s` seconds of one version (JSON-able), to inspect
+        what the window holds (tests, debugging)."""
+        now = self.clock() if now is None else now
+        return [asdict(sample) for sample in self.window.samples(key, now - span_s, now + 1)]
+
     def last_decisions(self) -> list[dict]:
         """The last decision per version, JSON-able, for `raygate status` and metrics."""
         items = list(self._decisions.items())  # one C-level copy: safe against the ticking thread
@@ -222,6 +238,7 @@ class ScalerLoop:
         self.tick = tick
         self.period_s = period_s
         self._stop = threading.Event()
+        self._nudged = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> "ScalerLoop":
@@ -236,9 +253,15 @@ class ScalerLoop:
                 self.tick()
             except Exception as exc:
                 log.error("autoscale_tick_failed", version="*", error=repr(exc))
-            self._stop.wait(max(0.0, self.period_s - (time.monotonic() - started)))
+            self._nudged.wait(max(0.0, self.period_s - (time.monotonic() - started)))
+            self._nudged.clear()
+
+    def nudge(self) -> None:
+        """Tick now instead of at the end of the period (demand for a version at zero replicas)."""
+        self._nudged.set()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
+        self._nudged.set()
         if self._thread is not None:
             self._thread.join(timeout_s)

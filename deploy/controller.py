@@ -55,6 +55,8 @@ from deploy.scaling import (
     AutoscaleDecision,
     clamp_target,
     decisions_by_key,
+    metrics_snapshot,
+    record_decision,
     scaler_decisions,
     start_scaler,
     stop_scaler,
@@ -355,13 +357,21 @@ class Controller:
                 return
             key = state.resolved.key
             count = clamp_target(state.resolved, target)
-            self.autoscale_decisions[key] = AutoscaleDecision(count, int(target), str(reason), self.clock())
+            self.autoscale_decisions[key] = record_decision(self.autoscale_decisions.get(key), self.target(key), count,
+                                                            int(target), str(reason), self.clock())
             if self.target(key) == count:
                 return
             log.info("autoscale_target_set", app=app, deployment=deployment, version=version, target=count,
                      previous=self.target(key), asked=target, reason=reason)
             self.scales[key] = count
             self.persistence.mark_dirty()
+
+    async def metrics_snapshot(self) -> dict:
+        """Contract 2: autoscale decisions and scenario price ages, JSON-able, for the gateways' /metrics."""
+        scenarios = []
+        if self.spec.scenarios:
+            scenarios = (await feature_status(self.spec, self.config.redis_url, self.config.namespace))["scenarios"]
+        return metrics_snapshot(self.versions, self.autoscale_decisions, scenarios)
 
     # -- status -----------------------------------------------------------------------------------
     async def status(self) -> dict:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import ray
 import structlog
 
-from deploy.names import replica_name
+from deploy.names import replica_name, scaler_name
 from deploy.policy import ControllerPolicy
 from deploy.reconcile import RUNNING
 from deploy.records import ReplicaRecord, short_error
@@ -64,6 +64,8 @@ class ReplicaOps:
             init_kwargs=dict(resolved.init_kwargs), max_ongoing_requests=resolved.max_ongoing_requests,
             channel_token=channel_token, bind_host=self.replica_host,
             controller_name=self.controller_name, namespace=self.namespace,
+            scaler_name=scaler_name(self.controller_name), report_load=resolved.autoscaling is not None,
+            num_cpus=resolved.resources.num_cpus or 0.0,
         )
         actor = _ReplicaActor.options(**options).remote(config)
         return ReplicaRecord(replica_id, resolved.key, actor, started_at=self.clock(),

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from deploy.reconcile import RUNNING, STARTING
+from deploy.expand import scenario_app_name
+from deploy.reconcile import LIVE_STATES, RUNNING, STARTING
 from deploy.records import VersionState
 from deploy.replica_ops import stop_then_kill
 from deploy.spec import ResolvedVersion
@@ -22,6 +23,8 @@ __all__ = [
     "AutoscaleDecision",
     "clamp_target",
     "decisions_by_key",
+    "metrics_snapshot",
+    "record_decision",
     "scaler_decisions",
     "start_scaler",
     "stop_scaler",
@@ -43,9 +46,40 @@ class AutoscaleDecision:
     asked: int  # the count the scaler asked for
     reason: str  # the scaler's reason
     at: float  # when (controller clock, monotonic seconds)
+    up: int = 0  # targets raised on this version since the controller started (raygate_autoscale_decisions_total)
+    down: int = 0  # targets lowered on this version since the controller started
 
     def to_dict(self) -> dict:
         return {"target": self.target, "asked": self.asked, "reason": self.reason, "at": self.at}
+
+
+def record_decision(previous: AutoscaleDecision | None, before: int, target: int, asked: int, reason: str,
+                    at: float) -> AutoscaleDecision:
+    """The decision applied now, counting it as up or down against the count held `before` it."""
+    up, down = (previous.up, previous.down) if previous is not None else (0, 0)
+    return AutoscaleDecision(target, asked, reason, at, up + (target > before), down + (target < before))
+
+
+def metrics_snapshot(versions: Mapping[VersionKey, VersionState], decisions: Mapping[VersionKey, AutoscaleDecision],
+                     scenarios: list[dict]) -> dict:
+    """`controller.metrics_snapshot()` (contract 2): per autoscaled version the desired (applied), current and
+    ready counts and its decisions up and down; per scenario its prices version and age. Plain values only."""
+    autoscale = []
+    for key, state in versions.items():
+        if state.resolved.autoscaling is None:
+            continue
+        decision = decisions.get(key)
+        replicas = list(state.replicas.values())
+        autoscale.append({
+            "app": key[0], "deployment": key[1], "version": key[2],
+            "desired": decision.target if decision is not None else state.resolved.autoscaling.start_replicas,
+            "current": sum(r.state in LIVE_STATES for r in replicas),
+            "ready": sum(r.state == RUNNING for r in replicas),
+            "decisions": {"up": decision.up if decision else 0, "down": decision.down if decision else 0}})
+    allocation = [{"scenario": s["scenario"], "app": scenario_app_name(s["scenario"]),
+                   "prices_version": s.get("prices_version"), "price_age_s": s.get("prices_age_s"),
+                   "stale": s.get("stale")} for s in scenarios if "scenario" in s]
+    return {"autoscale": autoscale, "allocation": allocation}
 
 
 def version_row(state: VersionState, target: int, startup_samples_s: list[float]) -> dict:

@@ -31,6 +31,7 @@ from gateway.lifecycle import (
 )
 from gateway.load_report import load_report_context
 from gateway.metrics import GatewayMetrics, MetricsObserver, mark_dead_processes
+from gateway.platform_metrics import platform_metrics_context
 from replicas.routing.failures import BadRequest
 from replicas.routing.table import RoutingTable
 from replicas.runtime import LoopThread, configure_logging, serving_priority
@@ -118,6 +119,7 @@ class Gateway:
             flusher_context(config.metrics_flush_s),
             events_context(config.redis_url, config.namespace, f"gateway-{index}"),
             load_report_context(config.scaler_name, config.namespace, f"gateway-{index}-{os.getpid()}", ROUTER),
+            platform_metrics_context(self.controller, self.metrics),
         ])
         self.listener = Listener(self.app, config)
         self._on_loop(self.listener.start(), 30)

@@ -85,6 +85,7 @@ class GatewayMetrics:
         self.pin_ignored = Counter("raygate_pin_ignored", "X-Raygate-Version headers ignored because the "
                                    "deployment does not allow pinning", ["app", "deployment"], **kwargs)
         self.in_flight_source = None  # callable -> {app: requests in flight}, sampled at each flush
+        self.platform: CollectorRegistry | None = None  # rendered after the node's (gateway/platform_metrics.py)
         self._request_children: dict = {}
         self._pending_requests: dict = {}
         self._pending_latency: dict = {}
@@ -137,13 +138,14 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         """Prometheus text for the whole node (call `flush` first, on the loop that observes)."""
+        registry = self._registry
         if self.multiprocess_dir:
             from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
-            return generate_latest(registry)
-        return generate_latest(self._registry)
+        platform = self.platform
+        return generate_latest(registry) + (generate_latest(platform) if platform is not None else b"")
 
 
 class ScrapeCache:

@@ -18,7 +18,9 @@ class ReplicaContext:
     loop: asyncio.AbstractEventLoop  # the replica's event loop (uvloop); handles run on it
     controller_name: str  # named controller actor, for routing tables
     namespace: str  # Ray namespace of the controller
+    scaler_name: str = ""  # the cluster's scaler actor, where handles report their load ("": they do not)
     _router: object | None = field(default=None, repr=False)
+    _load: object | None = field(default=None, repr=False)  # the handles' load reporter (replicas/handle.py)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 

@@ -13,9 +13,10 @@ import os
 import orjson
 
 from replicas.context import ReplicaContext, get_replica_context
+from replicas.load_report import LoadReporter
 from replicas.routing.failures import RaygateError
 
-__all__ = ["DeploymentHandle", "DeploymentCallError", "get_handle"]
+__all__ = ["DeploymentHandle", "DeploymentCallError", "get_handle", "handle_rows"]
 
 
 class DeploymentCallError(RuntimeError):
@@ -54,6 +55,36 @@ def _router_for(context: ReplicaContext, find_controller=_controller):
         return context._router
 
 
+class _HandleLoad:
+    """What this replica's handles sent, per version and second, for the scaler (the gateway's row format)."""
+
+    __slots__ = ("reporter", "called")
+
+    def __init__(self, replica_id: str) -> None:
+        self.reporter = LoadReporter(f"handle@{replica_id}")
+        self.called: set[tuple[str, str]] = set()  # (app, deployment) called at least once: reported from then on
+
+
+def _load_for(context: ReplicaContext) -> _HandleLoad:
+    load = context._load
+    if load is None:
+        load = context._load = _HandleLoad(context.replica_id)
+    return load
+
+
+def handle_rows(context: ReplicaContext, second: int) -> list[dict]:
+    """The handles' rows for `second` (edge rows, as a gateway sends): every version of the deployments they
+    called, with the router's in-flight and queued load now; none before the first call. On the replica's loop."""
+    load, router_future = context._load, context._router
+    if load is None or not load.called or router_future is None or not router_future.done():
+        return []
+    if router_future.exception() is not None:
+        return []
+    by_version = {key: value for key, value in router_future.result().load_by_version().items()
+                  if key[:2] in load.called}
+    return load.reporter.rows(second, by_version)
+
+
 class DeploymentHandle:
     """Calls one deployment of the current app (or another app) with JSON-serialisable payloads."""
 
@@ -72,11 +103,21 @@ class DeploymentHandle:
         """Await the deployment's answer to `payload` (run on the replica's loop, from async user code)."""
         router = await self._router()
         request_id = os.urandom(8).hex().encode()
+        load = _load_for(self.context) if self.context.scaler_name else None
+        if load is not None:
+            load.called.add((self.app, self.deployment))
+        started = router.clock()
         try:
             result = await router.call(self.app, self.deployment, orjson.dumps(payload), request_id,
                                        method=method, pinned=version, split_key=split_key)
         except RaygateError as exc:
+            if load is not None:
+                load.reporter.observe(self.app, self.deployment, version or "-", exc.status,
+                                      router.clock() - started)
             raise DeploymentCallError(exc.status, exc.message) from None
+        if load is not None:
+            load.reporter.observe(self.app, self.deployment, result.version, result.status,
+                                  router.clock() - started)
         if not 200 <= result.status <= 299:  # a Reply may choose another success status
             raise DeploymentCallError(result.status, result.body)
         return orjson.loads(result.body)

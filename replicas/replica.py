@@ -7,6 +7,7 @@ loop, which runs in a thread of its own so that Ray's control calls never wait b
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import time
@@ -17,6 +18,8 @@ import structlog
 from replicas.callable import load_callable
 from replicas.channel.server import ChannelLimits, ChannelServerProtocol, ReplicaCore
 from replicas.context import ReplicaContext, set_replica_context
+from replicas.handle import handle_rows
+from replicas.load_report import ProcessCpu, replica_row, report_loop
 from replicas.runtime import LoopThread, serving_priority
 
 __all__ = ["ReplicaConfig", "Replica"]
@@ -39,6 +42,9 @@ class ReplicaConfig:
     bind_host: str | None = None  # address of the direct channel; None: this node's Ray address
     controller_name: str = "raygate-controller"  # named controller actor, for handles
     namespace: str = "raygate"  # Ray namespace
+    scaler_name: str = ""  # the cluster's scaler actor: handles' and this replica's load rows go there ("": none)
+    report_load: bool = False  # this replica reports its in-flight count and CPU each second (autoscaled version)
+    num_cpus: float = 1.0  # CPUs reserved for the replica: its CPU share is measured against them
 
 
 class Replica:
@@ -49,9 +55,11 @@ class Replica:
         self.started_at = time.time()
         self._loop_thread = LoopThread("raygate-replica-loop")
         self.loop = self._loop_thread.loop
-        set_replica_context(ReplicaContext(
+        self.context = ReplicaContext(
             app=config.app, deployment=config.deployment, version=config.version, replica_id=config.replica_id,
-            loop=self.loop, controller_name=config.controller_name, namespace=config.namespace))
+            loop=self.loop, controller_name=config.controller_name, namespace=config.namespace,
+            scaler_name=config.scaler_name)
+        set_replica_context(self.context)
         user = load_callable(config.import_path, tuple(config.init_args), dict(config.init_kwargs))
         self.user = user
         limits = ChannelLimits(max_request_bytes=config.max_request_bytes,
@@ -64,12 +72,30 @@ class Replica:
         self.server = self._on_loop(self.loop.create_server(
             lambda: ChannelServerProtocol(self.core), self.host, 0, backlog=1024))
         self.port = self.server.sockets[0].getsockname()[1]
+        self.cpu = ProcessCpu(config.num_cpus)
+        self.report_task = None
+        if config.scaler_name:
+            async def start_reports():
+                return asyncio.get_running_loop().create_task(
+                    report_loop([self.load_rows], config.scaler_name, config.namespace))
+
+            self.report_task = self._on_loop(start_reports(), 5.0)
         gc.collect()
         gc.freeze()  # the user's model and the libraries are permanent: full collections skip them
         serving_priority()  # booted (imports, model load) at Ray's worker niceness; serve at 0 where permitted
 
     def _on_loop(self, coro, timeout: float | None = None):
         return self._loop_thread.run(coro, timeout)
+
+    def load_rows(self, second: int) -> list[dict]:
+        """This second's load rows (on the replica's loop): its own in-flight and CPU when it is autoscaled, and
+        what its deployment handles sent (replicas/load_report.py, the format every reporter uses)."""
+        config = self.config
+        rows = handle_rows(self.context, second)
+        if config.report_load:
+            key = (config.app, config.deployment, config.version)
+            rows.append(replica_row(key, config.replica_id, second, self.core.in_flight, self.cpu.read()))
+        return rows
 
     # -- control path (Ray calls) -----------------------------------------------------------------
     def ready(self) -> dict:

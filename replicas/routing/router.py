@@ -34,6 +34,7 @@ from replicas.routing.failures import (
 )
 from replicas.routing.health import HealthMonitor
 from replicas.routing.hedge import hedge_delay, race
+from replicas.routing.hold import Holds
 from replicas.routing.mirror import mirror
 from replicas.routing.observer import RouterObserver
 from replicas.routing.policy import FailoverPolicy
@@ -104,6 +105,7 @@ class Router:
         self.ejections: deque[dict] = deque(maxlen=256)  # recent ejections, for status and tests
         self.in_probation = 0  # replicas ejected and not yet readmitted (recounted by the monitor)
         self.retired: set[ReplicaSlot] = set()  # gone from the table, calls still in flight
+        self.holds = Holds()  # requests for a version with no replica wait (scale-to-zero): routing/hold.py
 
     # -- table ------------------------------------------------------------------------------------
     def update_table(self, table: RoutingTable) -> None:
@@ -321,9 +323,10 @@ class Router:
                 return slot
             if self._elsewhere(view, version, now):
                 return None
-            if now >= request.deadline:
-                if not version.slots:
-                    raise NoReplicas(f"version {version.name!r} of deployment {route.name!r} has no live replica")
+            if not version.slots:  # none yet (scaled to zero, first replica starting): held, or 503/504
+                self.holds.hold((*key, version.name), sum(not f.done() for f in version.queue.waiters), now,
+                                request.deadline)
+            elif now >= request.deadline:
                 raise DeadlineReached()
             queued = self._queued.get(key, 0)
             if queued >= route.max_queued_requests:

@@ -131,3 +131,54 @@ def test_a_changed_config_keeps_the_policy_state_and_the_buckets():
     after = scaler._versions[KEY]
     assert after.config.max_replicas == 30 and after.forecaster.history == buckets
     assert after.state.target == before.state.target
+
+
+def test_held_demand_for_a_version_at_zero_wakes_it_in_the_next_tick():
+    """A version idle past scale_to_zero_delay_s goes to 0; a report of queued (held) requests is flagged as a
+    wake (the actor ticks at once) and that tick asks for one replica, reason wake_from_zero, without waiting
+    for a stable window of traffic."""
+    config = CONFIG.model_copy(update={"min_replicas": 0, "scale_to_zero": True, "scale_to_zero_delay_s": 5.0,
+                                       "stable_window_s": 10.0, "forecast": False})
+
+    class ZeroSource(Source):
+        def autoscaled_versions(self):
+            return {KEY: AutoscaledVersion(config, self.counts)}
+
+    source, sink = ZeroSource(ready=1), Sink()
+    now = [1000.0]
+    scaler = Scaler(source, sink, clock=lambda: now[0])
+    for second in range(1000, 1040):
+        scaler.report([edge(second - 1, 0, 0)])
+        now[0] = second + 0.5
+        scaler.tick()
+    assert sink.calls[-1][3:] == (0, "scale_to_zero")
+    source.counts = ReplicaCounts(ready=0)
+    held = dict(edge(1039, 3, 0), queued=3, reporter="gw-0:held")
+    assert not scaler.wakes_from_zero([edge(1039, 0, 0)])
+    assert scaler.wakes_from_zero([held])
+    scaler.report([held])
+    now[0] = 1040.1
+    scaler.tick()
+    assert sink.calls[-1][3:] == (1, "wake_from_zero")
+
+
+def test_the_loop_ticks_at_once_when_nudged():
+    """A nudge ends the wait for the period: the next tick comes without waiting 60 s."""
+    import threading
+
+    from autoscale.scaler import ScalerLoop
+
+    ticked = threading.Event()
+    count = [0]
+
+    def tick():
+        count[0] += 1
+        if count[0] == 2:
+            ticked.set()
+
+    loop = ScalerLoop(tick, period_s=60.0).start()
+    try:
+        loop.nudge()
+        assert ticked.wait(10.0)
+    finally:
+        loop.stop()

@@ -169,6 +169,40 @@ async def test_status_shows_counts_the_applied_target_and_the_decision_only_when
     assert out["v1"]["autoscaling"]["decision"]["reason"] == "scale_up"
 
 
+async def test_metrics_snapshot_counts_decisions_by_direction_and_renders_as_prometheus():
+    """Contract 2: the snapshot lists autoscaled versions only, with the applied (desired) count, current and
+    ready replicas and the target changes up and down (a repeated target counts nothing); the gateway's collector
+    renders it as the three platform metrics, price ages from the scenarios' status."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from deploy.scaling import metrics_snapshot
+    from gateway.platform_metrics import PlatformCollector
+
+    ctl = await _controller(_spec(v1_extra={"autoscaling": AUTO}))
+    for target in (3, 3, 4, 2):
+        await ctl.set_autoscale_target("q", "lin", "v1", target, "test")
+    snapshot = await ctl.metrics_snapshot()
+    assert snapshot == {"autoscale": [{"app": "q", "deployment": "lin", "version": "v1", "desired": 2,
+                                       "current": 1, "ready": 1, "decisions": {"up": 2, "down": 1}}],
+                        "allocation": []}
+    scenarios = [{"scenario": "ads", "prices_version": 7, "prices_age_s": 1.5, "stale": False},
+                 {"scenario": "new", "prices_version": None, "prices_age_s": None, "stale": True},
+                 {"scenario": "broken", "error": "no Redis"}]
+    allocation = metrics_snapshot(ctl.versions, ctl.autoscale_decisions, scenarios)["allocation"]
+    assert allocation[0] == {"scenario": "ads", "app": "alloc-ads", "prices_version": 7, "price_age_s": 1.5,
+                             "stale": False} and len(allocation) == 3
+    collector = PlatformCollector()
+    collector.update(dict(snapshot, allocation=allocation))
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    assert 'raygate_autoscale_desired_replicas{app="q",deployment="lin",version="v1"} 2.0' in text
+    assert 'raygate_autoscale_decisions_total{app="q",deployment="lin",direction="up",version="v1"} 2.0' in text
+    assert 'raygate_autoscale_decisions_total{app="q",deployment="lin",direction="down",version="v1"} 1.0' in text
+    assert 'raygate_allocation_price_age_seconds{app="alloc-ads",scenario="ads"} 1.5' in text
+    assert 'scenario="new"' not in text  # no prices yet: no age
+
+
 def test_scale_down_retires_starting_replicas_before_running_ones():
     replicas = (ReplicaView("old", RUNNING, "f", 1.0), ReplicaView("young", RUNNING, "f", 5.0),
                 ReplicaView("new", STARTING, "f", 9.0))
