@@ -2,7 +2,8 @@
 
 For each tree (a checkout of this repository) and each round, one process serves the quickstart's model the
 way a gateway does, without Ray: a replica process (the real channel server) and, in the serving process, the
-router and the gateway's aiohttp app from that tree (its `build_app`, access log on, uvloop). wrk sends the
+router and the gateway's aiohttp app from that tree (its `build_app`, access log on, load reports counted
+where the tree has them, as the platform's gateways do; uvloop). wrk sends the
 quickstart body at `--connections` for `--duration` seconds. Trees alternate (A B A B ...), so a machine whose
 load drifts hurts both alike; the table shows every run and the other processes' CPU meanwhile.
 
@@ -117,8 +118,32 @@ async def _serve(replica_port: int, log_dir: str) -> int:
         from gateway.lifecycle import Listener, access_log_context, provide
     except ImportError:  # before: build_app(config, router, metrics, admin, access_log) on a TCPSite
         return await _serve_before(config, router, metrics, log_dir)
-    app = build_app(config, metrics, [access_log_context(log_dir), provide(ROUTER, router), provide(ADMIN, None)])
+    app = build_app(config, metrics, [access_log_context(log_dir), provide(ROUTER, router), provide(ADMIN, None),
+                                      *_load_reports(router)])
     return await Listener(app, config).start("127.0.0.1", 0)
+
+
+def _load_reports(router) -> list:
+    """The per-second load reports the platform's gateways make (trees with gateway/load_report.py): every request
+    is counted for the scaler, and once a second the rows are built (not sent: there is no scaler here)."""
+    try:
+        from gateway.load_report import LOAD_REPORTER, LoadReporter
+    except ImportError:
+        return []
+
+    async def context(app):
+        reporter = app[LOAD_REPORTER] = LoadReporter("bench")
+
+        async def every_second():
+            while True:
+                await asyncio.sleep(1.0)
+                reporter.rows(int(time.time()) - 1, router.load_by_version())
+
+        task = asyncio.get_running_loop().create_task(every_second())
+        yield
+        task.cancel()
+
+    return [context]
 
 
 async def _serve_before(config, router, metrics, log_dir: str) -> int:
