@@ -109,10 +109,11 @@ def front_door(app: web.Application, app_handler: Callable[[web.BaseRequest], Aw
     (an app that did would need them here too)."""
     proxy = app[PROXY]
 
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+    def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        # Not a coroutine itself: aiohttp awaits what it returns, one coroutine frame less on every resume.
         if _is_control(request.path) or hdrs.EXPECT in request.headers:
-            return await app_handler(request)
-        return await proxy(request)  # type: ignore[arg-type]  # a web.Request: the app's request factory made it
+            return app_handler(request)
+        return proxy(request)  # type: ignore[arg-type]  # a web.Request: the app's request factory made it
 
     return handle
 
