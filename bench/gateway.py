@@ -398,6 +398,23 @@ def _r(value, digits=2):
     return round(value, digits) if value is not None else None
 
 
+def _gateway_cpu_figures(records: dict, fig) -> dict:
+    """Each raygate system's gateway CPU per request and, with --baseline-tree, ours over the baseline's."""
+    out: dict = {}
+    for name in [n for n in records if n.startswith("raygate") or n.startswith(BASELINE_PREFIX)]:
+        for connections, suffix in ((64, ""), (8, "_c8")):
+            out[f"{name}_gateway_cpu_us{suffix}"] = fig(name, connections, "gateway_cpu_us_per_request")
+            if name.startswith(BASELINE_PREFIX):  # ours over the baseline's, same system, back to back
+                ours = name[len(BASELINE_PREFIX):]
+                out[f"{name}_rps{suffix}"] = _r(fig(name, connections, "rps"), 1)
+                out[f"{ours}_to_baseline_rps{suffix}"] = _ratio(fig(ours, connections, "rps"),
+                                                                fig(name, connections, "rps"))
+                out[f"{ours}_to_baseline_gateway_cpu{suffix}"] = _ratio(
+                    fig(ours, connections, "gateway_cpu_us_per_request"),
+                    fig(name, connections, "gateway_cpu_us_per_request"))
+    return out
+
+
 def summarise(records: dict, args, loads: dict) -> dict:
     def fig(name, connections, key):
         rec = records.get(name)
@@ -416,17 +433,7 @@ def summarise(records: dict, args, loads: dict) -> dict:
             summary[f"{prefix}_p50_ms{suffix}"] = _r(fig(name, connections, "p50_ms"), 3) if name else None
             summary[f"{prefix}_p99_ms{suffix}"] = _r(fig(name, connections, "p99_ms"), 3) if name else None
             summary[f"{prefix}_errors{suffix}"] = fig(name, connections, "errors") if name else None
-    for name in [n for n in records if n.startswith("raygate") or n.startswith(BASELINE_PREFIX)]:
-        for connections, suffix in ((64, ""), (8, "_c8")):
-            summary[f"{name}_gateway_cpu_us{suffix}"] = fig(name, connections, "gateway_cpu_us_per_request")
-            if name.startswith(BASELINE_PREFIX):  # ours over the baseline's, same system, back to back
-                ours = name[len(BASELINE_PREFIX):]
-                summary[f"{name}_rps{suffix}"] = _r(fig(name, connections, "rps"), 1)
-                summary[f"{ours}_to_baseline_rps{suffix}"] = _ratio(fig(ours, connections, "rps"),
-                                                                    fig(name, connections, "rps"))
-                summary[f"{ours}_to_baseline_gateway_cpu{suffix}"] = _ratio(
-                    fig(ours, connections, "gateway_cpu_us_per_request"),
-                    fig(name, connections, "gateway_cpu_us_per_request"))
+    summary.update(_gateway_cpu_figures(records, fig))
     summary["serve_config"] = serve_best.replace("serve_", "") if serve_best else None
     summary["ratio_to_ceiling"] = _ratio(summary["raygate_rps"], summary["ceiling_rps"])
     summary["ratio_to_ceiling_c8"] = _ratio(summary["raygate_rps_c8"], summary["ceiling_rps_c8"])
