@@ -2,8 +2,8 @@
 
 A line is what structlog's JSONRenderer made of `logger.info("access", **fields)` with a timestamp processor:
 the fields in call order, then `"event"` and `"ts"` (epoch seconds). It is written here with one `orjson.dumps`
-instead: structlog's bound-logger machinery (proxy, context copy, processor chain) cost about 3 us per request
-on the proxy path, a third of the gateway's Python work besides aiohttp's.
+instead: structlog's bound-logger machinery (proxy, context copy, processor chain) made a line cost 4.3 us of CPU,
+one `orjson.dumps` of the same dict costs 1.1 us, and the proxy writes one line per request.
 """
 
 from __future__ import annotations
