@@ -27,6 +27,13 @@ flagged in the table and in the JSON (errors_flagged) without failing the run.
     .venv/bin/python bench/gateway.py               # 15 s runs
     .venv/bin/python bench/gateway.py --quick       # 5 s runs
     .venv/bin/python bench/gateway.py --duration 8 --systems ceiling,raygate
+    .venv/bin/python bench/gateway.py --systems raygate_1gw --baseline-tree /tmp/gw-base   # before/after
+
+With --baseline-tree, each raygate system is first run from that checkout (its own bench/_raygate_server.py, its
+code on PYTHONPATH, cwd there) as baseline_<system>, then from this one; the table and the JSON add the ratios
+(<system>_to_baseline_rps, <system>_to_baseline_gateway_cpu). For raygate systems each run also reports the
+gateway processes' CPU time per request (`ray::Gateway` processes, user + system, over wrk's request count),
+the figure other processes' load moves least.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 POST_LUA = BENCH / "post.lua"
 SYSTEMS = ("ceiling", "raygate", "raygate_1gw", "serve_default", "serve_tuned")
+BASELINE_PREFIX = "baseline_"  # with --baseline-tree: baseline_raygate_1gw is raygate_1gw served by that tree
 CONNECTIONS = (8, 64)
 WRK_THREADS = 2
 WRK_TIMEOUT = "10s"  # wrk's default 2 s would drop Serve's slowest answers from the latency figures
@@ -206,6 +214,7 @@ class Server:
     name: str
     cmd: list[str]
     log_path: Path
+    tree: Path = ROOT  # the checkout whose code the server runs (cwd and PYTHONPATH)
     proc: subprocess.Popen | None = None
     url: str | None = None
     extra: dict = field(default_factory=dict)  # pid -> starttime, reported with `PID <pid>` (own sessions)
@@ -214,9 +223,9 @@ class Server:
 
     def start(self) -> "Server":
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.tree), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
-        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(self.cmd, cwd=self.tree, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
         threading.Thread(target=self._read, daemon=True).start()
         return self
@@ -287,15 +296,17 @@ class Server:
         return notes
 
 
-def server_command(name: str, port: int, work: Path) -> list[str]:
+def server_command(name: str, port: int, work: Path, tree: Path = ROOT) -> list[str]:
+    """The command that serves `name`; raygate systems run `tree`'s own bench/_raygate_server.py."""
     py = sys.executable
+    if name.startswith(BASELINE_PREFIX):  # the same system from the baseline tree, in a work dir of its own
+        return server_command(name[len(BASELINE_PREFIX):], port, work / "baseline", tree)
+    if name in ("raygate", "raygate_1gw"):
+        bench = tree / "bench"
+        return [py, str(bench / "_raygate_server.py"), "--port", str(port), "--work-dir",
+                str(work / ("rg" if name == "raygate" else "rg1"))] + (["--gateways", "1"] if name == "raygate_1gw" else [])
     if name == "ceiling":
         return [py, str(BENCH / "_ceiling_server.py"), "--port", str(port)]
-    if name == "raygate":  # the shipped default gateway count
-        return [py, str(BENCH / "_raygate_server.py"), "--port", str(port), "--work-dir", str(work / "rg")]
-    if name == "raygate_1gw":
-        return [py, str(BENCH / "_raygate_server.py"), "--port", str(port), "--work-dir", str(work / "rg1"),
-                "--gateways", "1"]
     if name in ("serve_default", "serve_tuned"):
         return [py, str(BENCH / "_serve_app.py"), "--mode", name.split("_", 1)[1], "--port", str(port),
                 "--work-dir", str(work / name.replace("serve_", "s"))]
@@ -304,12 +315,32 @@ def server_command(name: str, port: int, work: Path) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------------- runs
 
+def _gateway_pids(session: int) -> list[int]:
+    """raygate's gateway actor processes among a server's (Ray names an actor's process `ray::Gateway...`)."""
+    found = []
+    for pid in _pids_in(session):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::Gateway"):
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def _gateway_cpu_us(before: dict, after: dict, pids: list[int], requests: int | None) -> float | None:
+    """CPU-us per request of the gateway processes over a run (None when not raygate or nothing answered)."""
+    if not pids or not requests:
+        return None
+    ticks = sum(after[pid][3] - before[pid][3] for pid in pids if pid in before and pid in after)
+    return round(ticks / os.sysconf("SC_CLK_TCK") / requests * 1e6, 2)
+
+
 def bench_system(name: str, work: Path, duration_s: int, warmup_s: int, body: bytes, want: float,
-                 log=print) -> dict:
+                 log=print, tree: Path = ROOT) -> dict:
     from deploy.embedded import free_port
 
-    record: dict = {"name": name, "runs": {}, "ok": False, "notes": []}
-    server = Server(name, server_command(name, free_port(), work), work / f"{name}.log")
+    record: dict = {"name": name, "runs": {}, "ok": False, "notes": [], "tree": str(tree)}
+    server = Server(name, server_command(name, free_port(), work, tree), work / f"{name}.log", tree)
     started = time.monotonic()
     try:
         server.start()
@@ -324,14 +355,21 @@ def bench_system(name: str, work: Path, duration_s: int, warmup_s: int, body: by
             time.sleep(1.0)  # let anything queued by the previous run drain
             load = os.getloadavg()[0]
             ours = {server.proc.pid, *server.extra}
+            gateways = _gateway_pids(server.proc.pid)
             ticks_before, t0 = _cpu_ticks_by_pid(), time.monotonic()
             parsed, out = run_wrk(url, connections, duration_s)
-            parsed["other_cpu_pct"] = foreign_cpu(ticks_before, _cpu_ticks_by_pid(), ours, time.monotonic() - t0)
+            ticks_after = _cpu_ticks_by_pid()
+            parsed["other_cpu_pct"] = foreign_cpu(ticks_before, ticks_after, ours, time.monotonic() - t0)
+            # The figure a loaded machine moves least: the gateway processes' own CPU over wrk's request count.
+            parsed["gateway_cpu_us_per_request"] = _gateway_cpu_us(ticks_before, ticks_after, gateways,
+                                                                   parsed["requests"])
             parsed["loadavg_1m_before"] = round(load, 2)
             record["runs"][connections] = parsed
             (work / f"{name}.wrk.c{connections}.txt").write_text(out)
+            cpu = parsed["gateway_cpu_us_per_request"]
             log(f"[{name}] c={connections}: {parsed['rps']:.0f} req/s, p50 {parsed['p50_ms']:.2f} ms, "
-                f"p99 {parsed['p99_ms']:.2f} ms, errors {parsed['errors']}; other processes used "
+                f"p99 {parsed['p99_ms']:.2f} ms, errors {parsed['errors']}"
+                f"{f', gateway CPU {cpu} us/request' if cpu is not None else ''}; other processes used "
                 f"{parsed['other_cpu_pct']:.0f}% CPU meanwhile")
         time.sleep(1.0)
         problem = check_answers(url, body, want)
@@ -360,6 +398,23 @@ def _r(value, digits=2):
     return round(value, digits) if value is not None else None
 
 
+def _gateway_cpu_figures(records: dict, fig) -> dict:
+    """Each raygate system's gateway CPU per request and, with --baseline-tree, ours over the baseline's."""
+    out: dict = {}
+    for name in [n for n in records if n.startswith("raygate") or n.startswith(BASELINE_PREFIX)]:
+        for connections, suffix in ((64, ""), (8, "_c8")):
+            out[f"{name}_gateway_cpu_us{suffix}"] = fig(name, connections, "gateway_cpu_us_per_request")
+            if name.startswith(BASELINE_PREFIX):  # ours over the baseline's, same system, back to back
+                ours = name[len(BASELINE_PREFIX):]
+                out[f"{name}_rps{suffix}"] = _r(fig(name, connections, "rps"), 1)
+                out[f"{ours}_to_baseline_rps{suffix}"] = _ratio(fig(ours, connections, "rps"),
+                                                                fig(name, connections, "rps"))
+                out[f"{ours}_to_baseline_gateway_cpu{suffix}"] = _ratio(
+                    fig(ours, connections, "gateway_cpu_us_per_request"),
+                    fig(name, connections, "gateway_cpu_us_per_request"))
+    return out
+
+
 def summarise(records: dict, args, loads: dict) -> dict:
     def fig(name, connections, key):
         rec = records.get(name)
@@ -378,6 +433,7 @@ def summarise(records: dict, args, loads: dict) -> dict:
             summary[f"{prefix}_p50_ms{suffix}"] = _r(fig(name, connections, "p50_ms"), 3) if name else None
             summary[f"{prefix}_p99_ms{suffix}"] = _r(fig(name, connections, "p99_ms"), 3) if name else None
             summary[f"{prefix}_errors{suffix}"] = fig(name, connections, "errors") if name else None
+    summary.update(_gateway_cpu_figures(records, fig))
     summary["serve_config"] = serve_best.replace("serve_", "") if serve_best else None
     summary["ratio_to_ceiling"] = _ratio(summary["raygate_rps"], summary["ceiling_rps"])
     summary["ratio_to_ceiling_c8"] = _ratio(summary["raygate_rps_c8"], summary["ceiling_rps_c8"])
@@ -460,26 +516,28 @@ def versions() -> dict:
 
 
 def print_table(records: dict, summary: dict) -> None:
-    header = (f"{'system':<15}{'conns':>6}{'req/s':>11}{'p50 ms':>10}{'p99 ms':>10}{'x ceiling':>11}{'errors':>8}"
-              f"{'other CPU%':>12}")
+    header = (f"{'system':<24}{'conns':>6}{'req/s':>11}{'p50 ms':>10}{'p99 ms':>10}{'x ceiling':>11}{'errors':>8}"
+              f"{'other CPU%':>12}{'gw CPU us/req':>15}")
     print()
     print(header)
     print("-" * len(header))
     busiest = 0.0
     for name, rec in records.items():
         if not rec["runs"]:
-            print(f"{name:<15}{'':>6}  FAILED: {rec.get('error', '')[:60]}")
+            print(f"{name:<24}{'':>6}  FAILED: {rec.get('error', '')[:60]}")
             continue
         for connections in CONNECTIONS:
             run = rec["runs"].get(connections)
             if run is None:
-                print(f"{name:<15}{connections:>6}  (not run)")
+                print(f"{name:<24}{connections:>6}  (not run)")
                 continue
             ceiling = records.get("ceiling", {}).get("runs", {}).get(connections)
             ratio = _ratio(run["rps"], ceiling["rps"]) if ceiling else None
             errors = str(run["errors"]) + (" !" if run["errors"] else "")
-            print(f"{name:<15}{connections:>6}{run['rps']:>11.1f}{run['p50_ms']:>10.2f}{run['p99_ms']:>10.2f}"
-                  f"{(f'{ratio:.3f}' if ratio is not None else '-'):>11}{errors:>8}{run['other_cpu_pct']:>12.0f}")
+            cpu = run.get("gateway_cpu_us_per_request")
+            print(f"{name:<24}{connections:>6}{run['rps']:>11.1f}{run['p50_ms']:>10.2f}{run['p99_ms']:>10.2f}"
+                  f"{(f'{ratio:.3f}' if ratio is not None else '-'):>11}{errors:>8}{run['other_cpu_pct']:>12.0f}"
+                  f"{(f'{cpu:.1f}' if cpu is not None else '-'):>15}")
             busiest = max(busiest, run["other_cpu_pct"])
     print()
 
@@ -496,6 +554,12 @@ def print_table(records: dict, summary: dict) -> None:
           f"{show(summary['ratio_to_serve_c8'], '{:.1f}x')} at 8 {serve_note}")
     print(f"default / 1 gateway: {show(summary['default_to_1gw'])} at 64 connections, "
           f"{show(summary['default_to_1gw_c8'])} at 8 (default: {summary['default_gateways']} gateway processes)")
+    for name in [n for n in records if n.startswith(BASELINE_PREFIX)]:
+        ours = name[len(BASELINE_PREFIX):]
+        print(f"{ours} / baseline:  req/s {show(summary.get(f'{ours}_to_baseline_rps'))} at 64 connections, "
+              f"{show(summary.get(f'{ours}_to_baseline_rps_c8'))} at 8; gateway CPU per request "
+              f"{show(summary.get(f'{ours}_to_baseline_gateway_cpu'))} at 64, "
+              f"{show(summary.get(f'{ours}_to_baseline_gateway_cpu_c8'))} at 8 (baseline: {records[name]['tree']})")
     print(f"targets met:        {summary['targets_met']} {summary['targets_detail']}")
     if summary["errors_flagged"]:
         print(f"RUNS WITH ERRORS:   {', '.join(summary['errors_flagged'])} (socket errors or non-2xx answers)")
@@ -516,6 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, wrk outputs)")
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="another checkout (e.g. `git worktree add /tmp/gw-base 98d65a8`): each raygate system "
+                        "is also run from it, just before this tree's, as baseline_<system>")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 5, 1
@@ -523,6 +590,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:
         parser.error(f"unknown systems {unknown}; choose from {SYSTEMS}")
+    if args.baseline_tree is not None:
+        if not (args.baseline_tree / "bench" / "_raygate_server.py").is_file():
+            parser.error(f"{args.baseline_tree} is not a checkout with bench/_raygate_server.py")
+        systems = [x for name in systems for x in ((BASELINE_PREFIX + name, name) if name.startswith("raygate")
+                                                   else (name,))]
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian/Ubuntu: sudo apt-get install wrk)")
 
@@ -540,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in systems:
             loads[f"before_{name}"] = [round(x, 2) for x in os.getloadavg()]
-            records[name] = bench_system(name, work, args.duration, args.warmup, body, want, log)
+            tree = args.baseline_tree.resolve() if name.startswith(BASELINE_PREFIX) else ROOT
+            records[name] = bench_system(name, work, args.duration, args.warmup, body, want, log, tree)
     finally:
         loads["end"] = [round(x, 2) for x in os.getloadavg()]
         failed = any(not rec["ok"] for rec in records.values()) or len(records) < len(systems)

@@ -74,5 +74,5 @@ METRICS = web.AppKey("metrics", GatewayMetrics)
 STATE = web.AppKey("state", GatewayState)
 ROUTER = web.AppKey("router", Router)
 ADMIN = web.AppKey("admin", Any)  # AdminBackend, or None where the admin API is off
-ACCESS_LOG = web.AppKey("access_log", Any)  # structlog logger for access lines, or None
+ACCESS_LOG = web.AppKey("access_log", Any)  # gateway.access_log.AccessLog, or None
 ACCESS_STREAM = web.AppKey("access_stream", Any)  # the buffered stream ACCESS_LOG writes to, or None

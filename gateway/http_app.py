@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from gateway.admin_api import ADMIN_PREFIX, handle_admin
 from gateway.app_state import CONFIG, METRICS, ROUTER, SERVING, STATE, GatewayState
@@ -26,11 +26,12 @@ from gateway.openapi import openapi_document
 from gateway.proxy import ProxyHandler
 from replicas.routing.failures import RaygateError
 
-__all__ = ["CleanupContext", "build_app"]
+__all__ = ["PROXY", "CleanupContext", "build_app", "front_door"]
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 SCRAPE = web.AppKey("scrape", ScrapeCache)
+PROXY = web.AppKey("proxy", ProxyHandler)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -73,10 +74,14 @@ class _NotFound(RaygateError):
     status, code = 404, "not_found"
 
 
+def _is_control(path: str) -> bool:
+    return path.startswith("/-/") or path == "/metrics"
+
+
 def _dispatcher(proxy: ProxyHandler):
     async def dispatch(request: web.Request) -> web.StreamResponse:
         path = request.path
-        if path.startswith("/-/") or path == "/metrics":
+        if _is_control(path):
             if path.startswith(ADMIN_PREFIX):
                 return await handle_admin(request)  # the token before the path
             if path.startswith(EVENTS_PREFIX):
@@ -93,6 +98,28 @@ def _dispatcher(proxy: ProxyHandler):
     return dispatch
 
 
+def front_door(app: web.Application, app_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]):
+    """The handler the server calls for each request: proxied paths go straight to the proxy; the rest (control
+    paths, paths the catch-all route would not match such as `OPTIONS *`, and requests with `Expect`, whose
+    `100 Continue` aiohttp's app answers) through `app_handler`, the app's own (`Application._handle`, which
+    resolves the catch-all route to the dispatcher).
+
+    Why: with one catch-all route, aiohttp's routing (regex match, match info, app stack, response signals) only
+    ever finds the dispatcher; skipping it saves about 3 us per proxied request. The proxy reads nothing that
+    routing sets (`request.app`, `match_info`); the app registers no middlewares or on_response_prepare signals
+    (an app that did would need them here too)."""
+    proxy = app[PROXY]
+
+    def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        # Not a coroutine itself: aiohttp awaits what it returns, one coroutine frame less on every resume.
+        path = request.path
+        if _is_control(path) or path[:1] != "/" or hdrs.EXPECT in request.headers:
+            return app_handler(request)
+        return proxy(request)  # type: ignore[arg-type]  # a web.Request: the app's request factory made it
+
+    return handle
+
+
 def build_app(config: GatewayConfig, metrics: GatewayMetrics, resources: Iterable[CleanupContext] = (),
               clock: Callable[[], float] = time.monotonic) -> web.Application:
     """The gateway's app. `resources` must set ROUTER and ADMIN (and may set ACCESS_LOG) when entered."""
@@ -103,7 +130,7 @@ def build_app(config: GatewayConfig, metrics: GatewayMetrics, resources: Iterabl
     app[SCRAPE] = ScrapeCache(metrics, config.metrics_flush_s, clock, shared)
     metrics.in_flight_source = lambda: state.in_flight_by_app
     app.cleanup_ctx.extend(resources)
-    proxy = ProxyHandler(clock)
+    proxy = app[PROXY] = ProxyHandler(clock)
     app.on_startup.append(proxy.on_startup)  # after the cleanup contexts' start (aiohttp runs those first)
-    app.router.add_route("*", "/{tail:.*}", _dispatcher(proxy))  # one route: the proxy pays for one match
+    app.router.add_route("*", "/{tail:.*}", _dispatcher(proxy))  # one route (the Listener's front door skips it)
     return app

@@ -6,8 +6,9 @@ it stops; background tasks are cancelled, then awaited. The gateway actor uses, 
 
     access_log_context -> router_context -> admin_context -> watcher_context -> flusher_context
 
-`Listener` serves an app on a port shared by the node's gateways (SO_REUSEPORT) with aiohttp's connection
-handler answering its own errors as JSON, a cap on open connections (503, then close) and the header timeout
+`Listener` serves an app on a port shared by the node's gateways (SO_REUSEPORT) through the app's front door
+(proxied paths skip aiohttp's routing: gateway/http_app.py), with aiohttp's connection handler answering its own
+errors as JSON, a cap on open connections (503, then close) and the header timeout
 (a connection that sends no complete request head in time is closed). `drain` stops a gateway gracefully: not
 ready at once, then zero requests in flight (and a minimum time, so balancers notice), then the cleanup.
 """
@@ -36,6 +37,7 @@ from gateway.app_state import (
     STOPPED,
 )
 from gateway.config import GatewayConfig
+from gateway.http_app import PROXY, front_door
 from gateway.http_errors import JsonErrorRequestHandler, refusal_bytes
 from replicas.routing.router import Router
 
@@ -185,6 +187,9 @@ class Listener:
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Start the app (its cleanup contexts), then listen; returns the port (useful with port 0)."""
         await self.runner.setup()
+        server = self.runner.server
+        if PROXY in self.app:  # an app of build_app's
+            server.request_handler = front_door(self.app, server.request_handler)
         self._server = await asyncio.get_running_loop().create_server(
             self._connection, host or self.config.host, self.config.port if port is None else port,
             reuse_port=True, backlog=4096)

@@ -118,15 +118,10 @@ class ProxyHandler:
             headers = request.headers
             pinned = header_text(headers.get("X-Raygate-Version"), "X-Raygate-Version")
             split_key = header_text(headers.get("X-Raygate-Split-Key"), "X-Raygate-Split-Key")
-            view = self.router.deployment_view(app_name, deployment)
-            timeout_s = view.route.request_timeout_s if view is not None else None
-            deadline = None if timeout_s is None else self.clock() + timeout_s
-            body = await self.read_body(request, deadline, timeout_s)
-            if deadline is not None:
-                timeout_s = deadline - self.clock()
-                if timeout_s <= 0:
-                    raise RequestTimeout(f"request body not received within the deadline of "
-                                         f"{view.route.request_timeout_s:g}s")
+            body = self.complete_body(request)
+            timeout_s = None  # the router's default: the route's whole deadline, from now
+            if body is None:
+                body, timeout_s = await self.read_body(request, app_name, deployment)
             result = await self.router.call(app_name, deployment, body, request_id.encode(), path.encode(),
                                             method=request.method, pinned=pinned, split_key=split_key,
                                             timeout_s=timeout_s)
@@ -140,19 +135,39 @@ class ProxyHandler:
         return web.Response(body=result.body, status=result.status, content_type=JSON, headers={
             "X-Request-Id": request_id, "X-Raygate-Version": version, "X-Raygate-Replica": replica}), version, replica
 
-    async def read_body(self, request: web.Request, deadline: float | None, timeout_s: float | None) -> bytes:
-        """The whole body, refused over the size limit (413), and ended by the deadline (408)."""
+    def complete_body(self, request: web.Request) -> bytes | None:
+        """The body when it came whole with the head (the common case: nothing to wait for, so no deadline to
+        keep), taken from the buffer as it is (request.read() would join it into a new bytes); else None. 413
+        over the size limit."""
+        content = request.content
+        if not content.is_eof():
+            return None
+        body = content.read_nowait()
+        if len(body) > self.max_body:
+            raise PayloadTooLarge(f"request body of {len(body)} bytes is over the limit of {self.max_body} bytes")
+        return body
+
+    async def read_body(self, request: web.Request, app_name: str, deployment: str) -> tuple[bytes, float | None]:
+        """A body still arriving: (body, seconds of the request's deadline left for the router). Refused over the
+        size limit (413), ended by the deadline (408: a slow body counts against the request's deadline)."""
         length = request.content_length
         if length is not None and length > self.max_body:
             raise PayloadTooLarge(f"request body of {length} bytes is over the limit of {self.max_body} bytes")
+        view = self.router.deployment_view(app_name, deployment)
+        timeout_s = view.route.request_timeout_s if view is not None else None
         try:
-            if deadline is None or request.content.is_eof():  # already here: nothing to wait for
-                return await request.read()
-            return await asyncio.wait_for(request.read(), max(0.0, deadline - self.clock()))
+            if timeout_s is None:  # no such deployment: the router answers 404 after the read
+                return await request.read(), None
+            deadline = self.clock() + timeout_s
+            body = await asyncio.wait_for(request.read(), timeout_s)
         except web.HTTPRequestEntityTooLarge:
             raise PayloadTooLarge(f"request body is over the limit of {self.max_body} bytes") from None
         except TimeoutError:
             raise RequestTimeout(f"request body not received within the deadline of {timeout_s:g}s") from None
+        left = deadline - self.clock()
+        if left <= 0:
+            raise RequestTimeout(f"request body not received within the deadline of {timeout_s:g}s")
+        return body, left
 
     def record(self, request: web.Request, request_id: str, app_name: str, deployment: str, version: str,
                replica: str, status: int, started: float) -> None:
@@ -163,6 +178,5 @@ class ProxyHandler:
         key = (app_name, deployment, version)
         state.traffic[key] = state.traffic.get(key, 0) + 1
         if self.access_log is not None:
-            self.access_log.info("access", request_id=request_id, method=request.method, path=request.path,
-                                 app=app_name, deployment=deployment, version=version, replica=replica,
-                                 status=status, ms=round(elapsed * 1000, 3))
+            self.access_log.access(request_id, request.method, request.path, app_name, deployment, version, replica,
+                                   status, round(elapsed * 1000, 3))

@@ -462,3 +462,27 @@ async def test_admin_bodies_are_bounded_before_they_reach_the_controller(harness
         async with harness.session.post(harness.url("/-/admin/scale"), headers=auth, data=body) as r:
             assert r.status == 400 and "num_replicas" in (await r.json())["error"]["message"], count
     assert harness.admin.weights is None
+
+
+def test_access_lines_are_one_json_object_per_line_with_event_and_ts_last(tmp_path):
+    """The access line's shape (as structlog's JSONRenderer wrote it before): the request's fields in order,
+    then "event" and "ts"; buffered until the stream is flushed; other lines through `info` in the same shape."""
+    import time
+
+    from gateway.access_log import open_access_log
+
+    path = tmp_path / "access.jsonl"
+    log, stream = open_access_log(str(path))
+    before = time.time()
+    log.access("rid-1", "POST", "/api", "app", "dep", "v1", "r1", 200, 1.234)
+    log.info("note", weird=object())
+    assert path.read_bytes() == b""  # not flushed yet: no syscall per request
+    stream.flush()
+    lines = path.read_bytes().splitlines()
+    access, note = orjson.loads(lines[0]), orjson.loads(lines[1])
+    assert list(access) == ["request_id", "method", "path", "app", "deployment", "version", "replica", "status",
+                            "ms", "event", "ts"]
+    assert access["event"] == "access" and access["status"] == 200 and access["ms"] == 1.234
+    assert before <= access["ts"] <= time.time()
+    assert note["event"] == "note" and note["weird"].startswith("<object")
+    stream.close()

@@ -150,3 +150,25 @@ async def test_connections_over_the_cap_get_503_json_and_are_closed(edge):
     finally:
         for _, writer in held:
             writer.close()
+
+
+async def test_expect_100_continue_on_a_proxied_path_gets_its_continue_before_the_body(edge):
+    """The front door sends proxied paths straight to the proxy, but a request with `Expect: 100-continue` still
+    goes through the app, which answers `100 Continue` before the client sends its body (curl waits for it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    try:
+        writer.write(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\nExpect: 100-continue\r\n\r\n")
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim.startswith(b"HTTP/1.1 100")
+        writer.write(b'{"a": 1}')
+        status, headers, body = await read_answer(reader, 5)
+    finally:
+        writer.close()
+    assert status == 200 and orjson.loads(body) == {"echo": {"a": 1}} and headers["x-raygate-version"] == "v1"
+
+
+async def test_a_whole_body_over_the_limit_sent_with_its_head_is_a_413(edge):
+    """Head and a 2,000-byte body in one write (already complete when the proxy reads it): still refused."""
+    status, _, body = await raw_exchange(edge.port, request("/api", [], b"1" * 2000))
+    assert status == 413 and orjson.loads(body)["error"]["code"] == "payload_too_large"
+    assert edge.cores[0].in_flight == 0 and edge.cores[0].processed == 0
