@@ -217,10 +217,18 @@ class ReplicaCore:
         return _answer(call_id, request_id, result)
 
     def _run_batch(self, batch: list) -> None:
+        """Run calls one after another on this thread; once they prove slower than batching pays for (a fresh
+        replica's first burst, a call that turned slow), hand the rest to threads of their own, so one slow
+        call never makes the batch behind it wait."""
         started = time.perf_counter()
-        out = [(conn, *self._call_sync(call_id, request_id, path, body))
-               for conn, call_id, request_id, path, body in batch]
-        per_call = (time.perf_counter() - started) / len(batch)
+        out = []
+        for done, (conn, call_id, request_id, path, body) in enumerate(batch, 1):
+            out.append((conn, *self._call_sync(call_id, request_id, path, body)))
+            if done < len(batch) and time.perf_counter() - started >= _BATCH_BELOW_S * done:
+                for item in batch[done:]:
+                    self._executor.submit(self._run_batch, [item])
+                break
+        per_call = (time.perf_counter() - started) / len(out)
         self._call_seconds = 0.8 * self._call_seconds + 0.2 * per_call
         self.loop.call_soon_threadsafe(self._deliver, out)
 
