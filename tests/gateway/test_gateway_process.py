@@ -17,7 +17,9 @@ from aiohttp import ClientSession, TCPConnector
 
 pytestmark = pytest.mark.integration
 
-STATS_KEYS = {"pid", "index", "state", "served", "in_flight", "table_version", "traffic", "ejections"}
+from deploy.status import GATEWAY_FIELDS
+
+STATS_KEYS = set(GATEWAY_FIELDS)
 
 
 def _errors_total(text: str) -> float:
