@@ -90,6 +90,7 @@ class _Slot:
     state: str = STARTING  # STARTING (process coming up or restarting), SPARE, PROMOTING or SERVING
     index: int = -1  # its serving index on the node (-1: not serving)
     pid: int = 0  # its process, as last seen (0: not seen yet)
+    reported: str = ""  # the state it last reported (its watch answers when that changes)
 
 
 @dataclasses.dataclass
@@ -101,10 +102,11 @@ class _Node:
     count: int = 0  # serving processes wanted here (known once a gateway reported the node's cores)
     slots: list[_Slot] = dataclasses.field(default_factory=list)
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)  # one promotion round at a time
-    tasks: set = dataclasses.field(default_factory=set)  # its watch tasks
+    tasks: set = dataclasses.field(default_factory=set)  # its start and watch tasks
+    started: asyncio.Task | None = None  # its start (done once its gateways serve)
 
     def vacant(self) -> list[int]:
-        held = {s.index for s in self.slots if s.state in (SERVING, PROMOTING)}
+        held = {s.index for s in self.slots if s.index >= 0}  # serving, promoting, or a promotion unconfirmed
         return [i for i in range(self.count) if i not in held]
 
 
@@ -139,15 +141,17 @@ class GatewayFleet:
     async def ensure(self) -> list:
         """Gateways on every alive node, serving before this returns; then the fleet follows nodes joining and
         leaving and replaces dead processes in the background."""
-        await self._refresh_nodes(wait=True)
+        await self._refresh_nodes()
         if self._poller is None:
             self._poller = self._spawn(self._poll_nodes())
+        # a node that leaves while its gateways start is forgotten (its start cancelled) by the poller
+        await asyncio.gather(*(n.started for n in self.nodes.values() if n.started), return_exceptions=True)
         if not self.handles:
             raise RuntimeError("no gateway serves on any node")
         return self.handles
 
     # -- nodes ------------------------------------------------------------------------------------
-    async def _refresh_nodes(self, wait: bool) -> None:
+    async def _refresh_nodes(self) -> None:
         import ray
 
         alive = {n["NodeID"]: n for n in await asyncio.to_thread(ray.nodes) if n.get("Alive")}
@@ -157,18 +161,13 @@ class GatewayFleet:
                if node_id not in self.nodes]
         for node in new:
             self.nodes[node.node_id] = node  # before any await: the next poll does not start it twice
-        starts = [self._start_node(node) for node in new]
-        if wait:
-            await asyncio.gather(*starts)
-        else:
-            for start in starts:
-                self._spawn(start)
+            node.started = self._spawn(self._start_node(node), node.tasks)
 
     async def _poll_nodes(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.policy.node_poll_s)
             try:
-                await self._refresh_nodes(wait=False)
+                await self._refresh_nodes()
             except Exception as exc:  # noqa: BLE001 - the GCS briefly unreachable: try again next period
                 log.warning("gateway_node_poll_failed", error=repr(exc))
 
@@ -219,7 +218,7 @@ class GatewayFleet:
                 ).remote(self.config)
             added.append(_Slot(number, name, handle))
         node.slots += added
-        infos = await asyncio.gather(*(s.handle.watch.remote(0, 0.0) for s in added))
+        infos = await asyncio.gather(*(s.handle.watch.remote(0, "", 0.0) for s in added))
         for slot, info in zip(added, infos):
             self._seen(node, slot, info)
         return infos
@@ -231,7 +230,7 @@ class GatewayFleet:
 
         while not self._stopping and self.nodes.get(node.node_id) is node:
             try:
-                info = await asyncio.wait_for(slot.handle.watch.remote(slot.pid, self.policy.watch_s),
+                info = await asyncio.wait_for(slot.handle.watch.remote(slot.pid, slot.reported, self.policy.watch_s),
                                               self.policy.watch_s + self.policy.promote_timeout_s)
             except ray.exceptions.RayActorError:
                 if not await self._lost(node, slot):
@@ -242,28 +241,36 @@ class GatewayFleet:
                 log.info("gateway_watch_failed", name=slot.name, error=repr(exc))
                 await asyncio.sleep(self.policy.retry_s)
                 continue
-            self._seen(node, slot, info)
+            if self._seen(node, slot, info):
+                self._arm(node)
             if node.vacant():
                 await self._fill(node)
 
-    def _seen(self, node: _Node, slot: _Slot, info: dict) -> None:
-        """What a gateway said about itself, reconciled with the node's other slots."""
-        import ray
-
+    def _seen(self, node: _Node, slot: _Slot, info: dict) -> bool:
+        """What a gateway said about itself; True when the node's serving set changed. A process only ever
+        serves after a promotion, so a spare that took over an index is right and the slot the fleet still
+        thought held it is dead (Ray tells the fleet shortly)."""
+        before = (slot.state, slot.index, slot.pid)
+        slot.pid, slot.reported = info["pid"], info["state"]
         if slot.state == PROMOTING:
-            return
-        slot.pid = info["pid"]
+            return False
         if info["state"] == "spare":
             slot.state, slot.index = SPARE, -1
-            return
-        index = info["index"]
-        if any(s is not slot and s.state in (SERVING, PROMOTING) and s.index == index for s in node.slots) \
-                or (node.count and index >= node.count):
-            log.warning("gateway_duplicate_restarted", name=slot.name, index=index, pid=slot.pid)
-            slot.state, slot.index = STARTING, -1
-            ray.kill(slot.handle, no_restart=False)  # comes back as a spare
-            return
-        slot.state, slot.index = SERVING, index
+        else:
+            for other in node.slots:  # the one thought to hold this index died (or never took it)
+                if other is not slot and other.index == info["index"] and other.state != PROMOTING:
+                    other.state, other.index = STARTING, -1
+            slot.state, slot.index = SERVING, info["index"]
+            if before[0] != SERVING:
+                log.info("gateway_took_over", node_ip=node.node_ip, index=slot.index, pid=slot.pid)
+        return before != (slot.state, slot.index, slot.pid)
+
+    def _arm(self, node: _Node) -> None:
+        """Hand the node's first spare its serving siblings (it takes over the first that dies); disarm the
+        other spares, so one death is taken over once."""
+        serving = {s.pid: s.index for s in node.slots if s.state == SERVING and s.pid}
+        for n, spare in enumerate(s for s in node.slots if s.state == SPARE):
+            spare.handle.guard.remote(serving if n == 0 else {})
 
     async def _lost(self, node: _Node, slot: _Slot) -> bool:
         """`slot`'s process died: promote a spare into its index first, then see that Ray brings it back.
@@ -272,8 +279,8 @@ class GatewayFleet:
 
         was, index = slot.state, slot.index
         slot.state, slot.index = STARTING, -1
-        if was == SERVING:
-            log.warning("gateway_died", node_ip=node.node_ip, index=index, pid=slot.pid)
+        if index >= 0:
+            log.warning("gateway_died", node_ip=node.node_ip, index=index, pid=slot.pid, state=was)
             await self._fill(node)
         try:
             ray.get_actor(slot.name, namespace=self.namespace)  # restarting: its name is kept
@@ -298,15 +305,17 @@ class GatewayFleet:
             for index, slot in pairs:
                 slot.state, slot.index = PROMOTING, index
             await asyncio.gather(*(self._promote(node, slot, index) for index, slot in pairs))
+            self._arm(node)
 
     async def _promote(self, node: _Node, slot: _Slot, index: int) -> None:
         try:
             info = await asyncio.wait_for(slot.handle.promote.remote(index), self.policy.promote_timeout_s)
         except Exception as exc:  # noqa: BLE001
-            slot.state, slot.index = STARTING, -1
+            # it may serve all the same (a slow answer): its index stays claimed until its watch or death says
+            slot.state = STARTING
             log.warning("gateway_promote_failed", name=slot.name, index=index, error=repr(exc))
             return
-        slot.state, slot.pid = SERVING, info["pid"]
+        slot.state, slot.pid, slot.reported = SERVING, info["pid"], info["state"]
         log.info("gateway_promoted", node_ip=node.node_ip, index=index, pid=slot.pid, promote_s=info["promote_s"])
 
     # -- status and stop --------------------------------------------------------------------------
@@ -336,4 +345,6 @@ class GatewayFleet:
         for task in [*self._tasks, *(t for node in self.nodes.values() for t in node.tasks)]:
             task.cancel()
         slots = [s for node in self.nodes.values() for s in node.slots]
-        await asyncio.gather(*(stop_then_kill(s.handle, timeout_s) for s in slots))
+        spares = [s for s in slots if s.state != SERVING]  # first: a spare must not take over a stopped one
+        await asyncio.gather(*(stop_then_kill(s.handle, timeout_s) for s in spares))
+        await asyncio.gather(*(stop_then_kill(s.handle, timeout_s) for s in slots if s not in spares))

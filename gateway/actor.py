@@ -6,9 +6,12 @@ HTTP hot path never shares a loop with Ray's control calls.
 Every gateway process starts as a warm spare: its process is up, every import done, logging, metrics and the
 loop thread ready, and it does not listen. The controller's fleet (deploy/gateways.py) promotes spares with
 `promote(index)`: the app is built and bound to the node's port with SO_REUSEPORT beside its siblings in tens
-of milliseconds. A process that dies is restarted by Ray and comes back as a spare, so when a serving
-process dies the fleet promotes the node's spare at once (it sees the death through `watch`, a long poll that
-fails the moment the process is gone) and the restarted process becomes the next spare in the background.
+of milliseconds. A process that dies is restarted by Ray and comes back as a spare.
+
+A serving process's death is seen at once by the node's armed spare: the fleet hands it its serving siblings
+(`guard`), it holds a pidfd per sibling on its loop, and when one becomes readable (that process exited) it
+promotes itself into the dead one's index: no polling and no Ray round trip (Ray tells the fleet about the death
+about a second later). The fleet then arms the restarted process, the node's next spare.
 """
 
 from __future__ import annotations
@@ -123,7 +126,9 @@ class Gateway:
         self._loop_thread = LoopThread("raygate-gateway-loop")
         self.loop = self._loop_thread.loop
         self._promote_lock = threading.Lock()
+        self._changed = threading.Condition()  # notified when the state changes (watch answers then)
         self._stopped = threading.Event()
+        self._guards: dict[int, int] = {}  # pidfd of a serving sibling -> its index (loop thread only)
         self.constructor_s = round(time.monotonic() - began, 3)
         self.promote_s = 0.0
         self.serving_since = 0.0  # wall-clock time it began listening (0: spare)
@@ -153,10 +158,54 @@ class Gateway:
             gc.freeze()
             self.promote_s = round(time.monotonic() - began, 3)
             self.serving_since = time.time()
+        with self._changed:
+            self._changed.notify_all()
         structlog.get_logger("raygate.gateway").info("gateway_serving", index=index, pid=os.getpid(),
                                                      port=self.config.port, promote_s=self.promote_s,
                                                      constructor_s=self.constructor_s)
         return self.ready()
+
+    def guard(self, siblings: dict[int, int]) -> None:
+        """(A spare) take over a serving sibling's index the moment its process exits. `siblings`: {pid: index}
+        of the node's serving processes, replacing what it guarded before ({} disarms)."""
+        async def on_loop() -> None:  # nested: an `async def` method would make Ray run this actor on asyncio
+            self._arm_guards(siblings)
+
+        self._on_loop(on_loop(), 10)
+
+    def _arm_guards(self, siblings: dict[int, int]) -> None:
+        """(Loop thread) a pidfd reader per sibling, replacing the ones before."""
+        self._disarm()
+        if self.app is not None or self._stopped.is_set():
+            return
+        for pid, index in siblings.items():
+            try:
+                fd = os.pidfd_open(int(pid))
+            except OSError:  # gone already: the fleet fills its index when Ray reports the death
+                continue
+            self._guards[fd] = int(index)
+            self.loop.add_reader(fd, self._sibling_exited, fd)
+
+    def _disarm(self) -> None:
+        for fd in self._guards:
+            self.loop.remove_reader(fd)
+            os.close(fd)
+        self._guards = {}
+
+    def _sibling_exited(self, fd: int) -> None:
+        index = self._guards.get(fd)
+        self._disarm()  # one take-over per spare
+        if index is None or self.app is not None or self._stopped.is_set():
+            return
+        structlog.get_logger("raygate.gateway").warning("gateway_sibling_exited", index=index, pid=os.getpid())
+        threading.Thread(target=self._take_over, args=(index,), name="raygate-take-over", daemon=True).start()
+
+    def _take_over(self, index: int) -> None:
+        try:
+            self.promote(index)
+        except Exception as exc:  # noqa: BLE001 - the fleet promoted it meanwhile, or the bind failed
+            structlog.get_logger("raygate.gateway").warning("gateway_take_over_failed", index=index,
+                                                            error=repr(exc))
 
     def _build(self, index: int):
         config, tag = self.config, f"gateway-{self.node_id[:8]}-{index}"  # stable per (node, index)
@@ -192,13 +241,17 @@ class Gateway:
         return self._identity() | {
             "host": self.config.host, "port": self.config.port, "table_version": table_version,
             "constructor_s": self.constructor_s, "promote_s": self.promote_s, "serving_since": self.serving_since,
-            "state": SPARE if self.app is None else self.app[STATE].state, "cores": self.cores}
+            "state": self._state(), "cores": self.cores}
 
-    def watch(self, known_pid: int, timeout_s: float) -> dict:
-        """Long poll for the fleet: answers at once when this process is not `known_pid` (a restarted one),
-        else after `timeout_s` or when stopped. Its caller sees this process die as a failed call, at once."""
-        if known_pid == os.getpid():
-            self._stopped.wait(timeout_s)
+    def _state(self) -> str:
+        return SPARE if self.app is None else self.app[STATE].state
+
+    def watch(self, known_pid: int, known_state: str, timeout_s: float) -> dict:
+        """Long poll for the fleet: answers (`ready`) as soon as this process is not `known_pid` (a restarted
+        one) or its state is not `known_state` (a spare that took over), else after `timeout_s`. The caller
+        sees this process die as a failed call."""
+        with self._changed:
+            self._changed.wait_for(lambda: (known_pid, known_state) != (os.getpid(), self._state()), timeout_s)
         return self.ready()
 
     def loop_type(self) -> str:
@@ -222,6 +275,7 @@ class Gateway:
         resource in reverse. Returns whether every in-flight request finished (a spare: nothing to drain)."""
         self._stopped.set()
         if self.listener is None:
+            self.guard({})
             return True
         minimum = self.config.drain_s if drain_s is None else drain_s
         return self._on_loop(drain(self.listener, minimum, self.config.drain_timeout_s, time.monotonic),
