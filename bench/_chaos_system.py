@@ -169,11 +169,13 @@ class Raygate:
     def gateway_stats(self, timeout_s: float = 2.0) -> list[dict]:
         import ray
 
+        refs = [g.stats.remote() for g in self.platform.gateways()]  # all at once: one wait, not one per gateway
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
         out = []
-        for g in self.platform.gateways():
+        for ref in ready:
             try:
-                out.append(ray.get(g.stats.remote(), timeout=timeout_s))
-            except Exception:  # noqa: BLE001 - a restarting gateway does not answer
+                out.append(ray.get(ref))
+            except Exception:  # noqa: BLE001 - a dead or restarting gateway does not answer
                 pass
         return out
 
