@@ -449,7 +449,7 @@ def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_
         now = time.time()
         try:
             if fault == "gateway_kill":
-                stats = system.gateway_stats(1.0) if system.name == "raygate" else []
+                stats = system.gateway_stats(0.2) if system.name == "raygate" else []  # a dead one: 0.2 s lost
                 pids = sorted(s["pid"] for s in stats) if system.name == "raygate" else system.proxy_pids()
                 ok = len(pids) == (system.gateways if system.name == "raygate" else 1) and victim_pid not in pids
                 if ok and system.name == "serve":
