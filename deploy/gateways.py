@@ -261,7 +261,7 @@ class GatewayFleet:
                 if other is not slot and other.index == info["index"] and other.state != PROMOTING:
                     other.state, other.index = STARTING, -1
             slot.state, slot.index = SERVING, info["index"]
-            if before[0] != SERVING:
+            if before[0] == SPARE:  # (a restarted controller adopting a serving gateway logs nothing)
                 log.info("gateway_took_over", node_ip=node.node_ip, index=slot.index, pid=slot.pid)
         return before != (slot.state, slot.index, slot.pid)
 
