@@ -2,7 +2,7 @@
 
 Started by bench/chaos.py as its own process (a session leader, so the Ray processes it starts share its process
 group and the parent can clean up after it). It starts the system (raygate: embedded Redis + a fresh local Ray on
-loopback + the Platform, 2 gateway processes on one port; Serve: a fresh local Ray on loopback + serve.start),
+loopback + the Platform, the quickstart's gateway processes on one port and a spare; Serve: a fresh local Ray on loopback + serve.start),
 serving `deploy.examples.models:Stallable` with 3 replicas at /chaos (raygate also serves the quickstart app as
 shipped, deploy/examples/quickstart.yaml: one replica per version at /linear, for `frozen_single`, and runs as many
 gateway processes as the quickstart's spec asks for), then for each (fault, rate) of the plan:

@@ -2,8 +2,9 @@
 
 Both systems serve the same model, `deploy.examples.models:Stallable` (the quickstart's Linear model; a replica
 whose pid has a flag file takes 5 s per request while passing its health checks), with 3 replicas at /chaos,
-max 64 ongoing requests per replica, a 10 s request deadline, 0.1 CPU per replica. raygate runs 2 gateway
-processes on one port (SO_REUSEPORT) with the deployment marked idempotent; Ray Serve runs with its defaults
+max 64 ongoing requests per replica, a 10 s request deadline, 0.1 CPU per replica. raygate runs the quickstart's
+gateway setting (`auto`: 2 processes on 2 cores, plus the node's warm spare) on one port (SO_REUSEPORT) with the
+deployment marked idempotent; Ray Serve runs with its defaults
 (one HTTP proxy per node, its own health checks) plus request_timeout_s=10 on its proxy. Each system runs in its
 own process with its own fresh local Ray (bench/_chaos_system.py), one after the other, never overlapping.
 
