@@ -181,8 +181,8 @@ class Gateway:
         for pid, index in siblings.items():
             try:
                 fd = os.pidfd_open(int(pid))
-            except OSError:  # gone already: the fleet fills its index when Ray reports the death
-                continue
+            except (OSError, AttributeError):  # gone already, or no pidfd (not Linux): the fleet fills its
+                continue  # index when Ray reports the death (about a second)
             self._guards[fd] = int(index)
             self.loop.add_reader(fd, self._sibling_exited, fd)
 
