@@ -2,7 +2,7 @@
 
 Started by bench/chaos.py as its own process (a session leader, so the Ray processes it starts share its process
 group and the parent can clean up after it). It starts the system (raygate: embedded Redis + a fresh local Ray on
-loopback + the Platform, 2 gateway processes on one port; Serve: a fresh local Ray on loopback + serve.start),
+loopback + the Platform, the quickstart's gateway processes on one port and a spare; Serve: a fresh local Ray on loopback + serve.start),
 serving `deploy.examples.models:Stallable` with 3 replicas at /chaos (raygate also serves the quickstart app as
 shipped, deploy/examples/quickstart.yaml: one replica per version at /linear, for `frozen_single`, and runs as many
 gateway processes as the quickstart's spec asks for), then for each (fault, rate) of the plan:
@@ -92,12 +92,11 @@ class Raygate:
         with open(os.path.join(ROOT, "deploy", "examples", "quickstart.yaml")) as f:
             return yaml.safe_load(f)
 
-    def num_gateways(self) -> int:
-        """The quickstart spec's gateway count ("auto": one per core, 2 to 8, as the controller resolves it)."""
+    def num_gateways(self) -> int | str:
+        """The quickstart spec's gateway setting ("auto": the controller resolves it per node)."""
         from deploy.spec import parse_spec
 
-        wanted = parse_spec(self.quickstart()).gateway.num_gateways
-        return wanted if isinstance(wanted, int) else min(8, max(2, os.cpu_count() or 1))
+        return parse_spec(self.quickstart()).gateway.num_gateways
 
     def spec(self, bias: float):
         from deploy.spec import parse_spec
@@ -124,11 +123,11 @@ class Raygate:
         metrics_dir, log_dir = os.path.join(self.work, "metrics"), os.path.join(self.work, "logs")
         os.makedirs(metrics_dir, exist_ok=True)
         os.makedirs(log_dir, exist_ok=True)
-        self.gateways = self.num_gateways()
-        print(f"GATEWAYS {self.gateways}", flush=True)
-        gateway = GatewayConfig(port=self.port, num_gateways=self.gateways, admin_token="chaos-" + os.urandom(8).hex(),
-                                metrics_dir=metrics_dir, log_dir=log_dir)
+        gateway = GatewayConfig(port=self.port, num_gateways=self.num_gateways(),
+                                admin_token="chaos-" + os.urandom(8).hex(), metrics_dir=metrics_dir, log_dir=log_dir)
         self.platform = Platform(ControllerConfig(redis_url=self.redis.url, gateway=gateway)).start()
+        self.gateways = len(self.platform.gateways())  # serving processes (spares not counted)
+        print(f"GATEWAYS {self.gateways}", flush=True)
         self.platform.apply(self.spec(self.bias))
         wait_answering(self.url, 60)
         wait_answering(self.url_for(QUICKSTART), 60)
@@ -170,11 +169,13 @@ class Raygate:
     def gateway_stats(self, timeout_s: float = 2.0) -> list[dict]:
         import ray
 
+        refs = [g.stats.remote() for g in self.platform.gateways()]  # all at once: one wait, not one per gateway
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
         out = []
-        for g in self.platform.gateways():
+        for ref in ready:
             try:
-                out.append(ray.get(g.stats.remote(), timeout=timeout_s))
-            except Exception:  # noqa: BLE001 - a restarting gateway does not answer
+                out.append(ray.get(ref))
+            except Exception:  # noqa: BLE001 - a dead or restarting gateway does not answer
                 pass
         return out
 
@@ -409,6 +410,7 @@ def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_
         victim_pid = system.proxy_victim()
         victim_id = f"{'gateway' if system.name == 'raygate' else 'proxy'}-{victim_pid}"
     rec.update(victim_pid=victim_pid, victim_id=victim_id, pids_before=sorted(before["running"]))
+    gateways_before = set(system.gateway_pids()) if fault == "gateway_kill" and system.name == "raygate" else set()
     while time.time() < fault_due:
         time.sleep(min(0.05, max(0.0, fault_due - time.time())))
     if load.poll() is not None:
@@ -447,13 +449,18 @@ def run_scenario(system, fault: str, rate: float, cfg: dict, out_dir: str, flag_
         now = time.time()
         try:
             if fault == "gateway_kill":
-                pids = system.gateway_pids() if system.name == "raygate" else system.proxy_pids()
+                stats = system.gateway_stats(0.2) if system.name == "raygate" else []  # a dead one: 0.2 s lost
+                pids = sorted(s["pid"] for s in stats) if system.name == "raygate" else system.proxy_pids()
                 ok = len(pids) == (system.gateways if system.name == "raygate" else 1) and victim_pid not in pids
                 if ok and system.name == "serve":
                     ok = system.proxies_healthy()
                 if ok and restored is None:
                     restored = time.time()
                     rec["pids_after"] = pids
+                    # the replacement's own clock: when it began listening (polling adds up to a poll's wait)
+                    since = [s["serving_since"] for s in stats if s["pid"] not in gateways_before
+                             and s.get("serving_since")]
+                    rec["replacement_serving_s"] = round(min(since) - t_fault, 3) if since else None
             else:
                 snap = system.snapshot(app)
                 if not timeline or timeline[-1][1:] != [snap["count"], sorted(snap["running"])]:

@@ -2,8 +2,9 @@
 
 Both systems serve the same model, `deploy.examples.models:Stallable` (the quickstart's Linear model; a replica
 whose pid has a flag file takes 5 s per request while passing its health checks), with 3 replicas at /chaos,
-max 64 ongoing requests per replica, a 10 s request deadline, 0.1 CPU per replica. raygate runs 2 gateway
-processes on one port (SO_REUSEPORT) with the deployment marked idempotent; Ray Serve runs with its defaults
+max 64 ongoing requests per replica, a 10 s request deadline, 0.1 CPU per replica. raygate runs the quickstart's
+gateway setting (`auto`: 2 processes on 2 cores, plus the node's warm spare) on one port (SO_REUSEPORT) with the
+deployment marked idempotent; Ray Serve runs with its defaults
 (one HTTP proxy per node, its own health checks) plus request_timeout_s=10 on its proxy. Each system runs in its
 own process with its own fresh local Ray (bench/_chaos_system.py), one after the other, never overlapping.
 
@@ -40,6 +41,10 @@ p99_10s_ms and more.
     .venv/bin/python bench/chaos.py                       # all faults, both systems (~7 min on 2 cores)
     .venv/bin/python bench/chaos.py --quick               # shorter windows, 1000 req/s only for sigkill (~5 min)
     .venv/bin/python bench/chaos.py --faults sigkill,sigstop --systems raygate
+    .venv/bin/python bench/chaos.py --faults gateway_kill --systems raygate   # issue 15: 100 and 1000 req/s
+
+gateway_kill also reports replacement_serving_s: the kill to the moment the replacement process began listening,
+by the replacement's own clock (raygate promotes a warm spare; restored_s is when the bench's poll saw it).
 """
 
 from __future__ import annotations
@@ -197,7 +202,8 @@ def _ms(x):
 
 def analyse(rec: dict) -> dict:
     """Figures of one scenario from its load samples and the child's timings."""
-    out = {k: rec.get(k) for k in ("eject_s", "restored_s", "eject_gateway_s", "eject_controller_s",
+    out = {k: rec.get(k) for k in ("eject_s", "restored_s", "replacement_serving_s", "eject_gateway_s",
+                                   "eject_controller_s",
                                    "victim_id", "victim_pid", "undo", "whole_after_s", "loadavg_before",
                                    "loadavg_after", "other_cpu_pct")}
     out["notes"] = list(rec.get("notes", []))
@@ -496,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
         if r.get("failed"):
             extra.append(f"failed {r['failed']} by status {r.get('failed_by_status')} sent between "
                          f"{r.get('failed_sent_between_s')} s after the fault; client errors {r.get('client_errors')}")
+        if r.get("replacement_serving_s") is not None:
+            extra.append(f"replacement serving {r['replacement_serving_s']} s after the kill (its own clock; "
+                         f"restore s is when the bench's poll saw it)")
         if r.get("eject_gateway_s") is not None or r.get("eject_controller_s") is not None:
             extra.append(f"eject: gateway {r.get('eject_gateway_s')} s, controller {r.get('eject_controller_s')} s")
         for key in ("eject_note", "restore_note"):

@@ -174,9 +174,9 @@ def status(ctx, as_json: bool) -> None:
     rejected = (data.get("saved_state") or {}).get("rejected")
     if rejected:
         click.echo(f"saved state refused (kept at {rejected['kept_at']}): {rejected['error']}")
-    _echo_rows([("GATEWAY", "PID", "STATE", "SERVED", "IN FLIGHT", "TABLE")] + [
-        (str(g.get("index")), str(g.get("pid")), str(g.get("state")), str(g.get("served")), str(g.get("in_flight")),
-         str(g.get("table_version"))) for g in gateways])
+    _echo_rows([("GATEWAY", "NODE", "PID", "STATE", "SERVED", "IN FLIGHT", "TABLE")] + [  # spares: index -1
+        (str(g.get("index")), str(g.get("node_ip", "")), str(g.get("pid")), str(g.get("state")), str(g.get("served")),
+         str(g.get("in_flight")), str(g.get("table_version"))) for g in gateways])
     rows = [("APP", "ROUTE", "DEPLOYMENT", "VERSION", "WEIGHT", "REQUESTS", "REPLICA", "STATE", "PID", "NODE")]
     # REQUESTS: answered by all gateways since they started
     for app in data["apps"]:

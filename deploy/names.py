@@ -10,10 +10,11 @@ CONTROLLER_NAME = "raygate-controller"  # the controller actor's name (gateways 
 NAMESPACE = "raygate"  # Ray namespace of every raygate actor
 
 
-def gateway_name(controller_name: str, index: int) -> str:
-    """The detached gateway actor `index` of a controller; the default controller keeps the historic names."""
+def gateway_name(controller_name: str, node_id: str, slot: int) -> str:
+    """The detached gateway actor `slot` of a controller on a node ("raygate-gateway-<node id[:12]>-<slot>" for
+    the default controller); a slot serves or waits as a spare (deploy/gateways.py)."""
     prefix = "raygate" if controller_name == CONTROLLER_NAME else controller_name
-    return f"{prefix}-gateway-{index}"
+    return f"{prefix}-gateway-{node_id[:12]}-{slot}"
 
 
 def scaler_name(controller_name: str) -> str:

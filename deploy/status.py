@@ -11,8 +11,11 @@ from replicas.routing.table import RoutingTable
 
 __all__ = ["GATEWAY_FIELDS", "build_status"]
 
-# What each gateway process reports (Gateway.stats(), EDGE); the controller adds "name" and fills "state".
-GATEWAY_FIELDS = ("pid", "index", "state", "served", "in_flight", "table_version", "traffic", "ejections")
+# What each gateway process reports (Gateway.stats()); the fleet adds "name" and "node_ip". "state" is "serving"
+# (or "draining"), "spare" (warm, not listening: promoted when a serving one dies, index -1), "starting" (Ray
+# restarting its process) or "unreachable"; every alive node has its own gateways.
+GATEWAY_FIELDS = ("pid", "index", "node_id", "node_ip", "state", "served", "in_flight", "table_version",
+                  "serving_since", "traffic", "ejections")
 
 
 def _version_status(name: str, weight: float, target: int, state: VersionState | None) -> dict:

@@ -1,10 +1,17 @@
 """The gateway actor: an aiohttp server on its own uvloop loop, one per process, many per port.
 
 The server runs on a uvloop loop in a thread of its own (created here, not inherited from Ray), so the
-HTTP hot path never shares a loop with Ray's control calls. Ray restarts a gateway that dies; its
-constructor binds the port again with SO_REUSEPORT while its siblings keep serving. The constructor stays
-lean (one Ray call for the controller's handle, one for the table) so a restarted gateway serves in well
-under 2 s.
+HTTP hot path never shares a loop with Ray's control calls.
+
+Every gateway process starts as a warm spare: its process is up, every import done, logging, metrics and the
+loop thread ready, and it does not listen. The controller's fleet (deploy/gateways.py) promotes spares with
+`promote(index)`: the app is built and bound to the node's port with SO_REUSEPORT beside its siblings in tens
+of milliseconds. A process that dies is restarted by Ray and comes back as a spare.
+
+A serving process's death is seen at once by the node's armed spare: the fleet hands it its serving siblings
+(`guard`), it holds a pidfd per sibling on its loop, and when one becomes readable (that process exited) it
+promotes itself into the dead one's index: no polling and no Ray round trip (Ray tells the fleet about the death
+about a second later). The fleet then arms the restarted process, the node's next spare.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import threading
 import time
 
 import structlog
@@ -94,43 +102,124 @@ class ControllerAdmin:
         await self.controller.shutdown.remote(True)
 
 
-class Gateway:
-    """Ray actor class (created by the controller)."""
+SPARE = "spare"  # the state a spare reports (a serving process reports its app's state: serving, draining...)
 
-    def __init__(self, config: GatewayConfig, index: int = 0) -> None:
+
+class Gateway:
+    """Ray actor class (created by the controller's fleet, deploy/gateways.py): a warm spare until promoted."""
+
+    def __init__(self, config: GatewayConfig) -> None:
         import ray
 
         began = time.monotonic()
         configure_logging()
         self.config = config
-        self.index = index
+        self.index = -1  # serving index on its node once promoted (-1: spare)
+        self.app = self.listener = None
+        context = ray.get_runtime_context()
+        self.node_id = context.get_node_id()
+        self.node_ip = ray.util.get_node_ip_address()
+        self.cores = _cores()
         if config.metrics_dir:
             os.makedirs(config.metrics_dir, exist_ok=True)
-            mark_dead_processes(config.metrics_dir)
         self.metrics = GatewayMetrics(multiprocess_dir=config.metrics_dir)
         self.controller = ray.get_actor(config.controller_name, namespace=config.namespace)
         self._loop_thread = LoopThread("raygate-gateway-loop")
         self.loop = self._loop_thread.loop
-        self.app = build_app(config, self.metrics, [
+        self._promote_lock = threading.Lock()
+        self._changed = threading.Condition()  # notified when the state changes (watch answers then)
+        self._stopped = threading.Event()
+        self._guards: dict[int, int] = {}  # pidfd of a serving sibling -> its index (loop thread only)
+        self.constructor_s = round(time.monotonic() - began, 3)
+        self.promote_s = 0.0
+        self.serving_since = 0.0  # wall-clock time it began listening (0: spare)
+        # Everything alive now lives as long as the process: keep it out of the collector's way, so a full
+        # collection never scans it and stalls the loop for tens of ms.
+        gc.collect()
+        gc.freeze()
+        structlog.get_logger("raygate.gateway").info("gateway_spare_ready", pid=os.getpid(), node_ip=self.node_ip,
+                                                     constructor_s=self.constructor_s)
+
+    def promote(self, index: int) -> dict:
+        """Serve as gateway `index` of this node: build the app, take the table, bind the shared port.
+        Promoting a process that already serves that index answers as `ready` does."""
+        with self._promote_lock:
+            if self.app is not None:
+                if self.index != index:
+                    raise ValueError(f"gateway pid {os.getpid()} already serves as index {self.index}")
+                return self.ready()
+            began = time.monotonic()
+            serving_priority()  # booted at Ray's worker niceness; serve (and set up) at 0 where permitted
+            if self.config.metrics_dir:
+                mark_dead_processes(self.config.metrics_dir)  # a sibling that just died leaves its gauges
+            self.index = index
+            self.app = self._build(index)
+            self.listener = Listener(self.app, self.config)
+            self._on_loop(self.listener.start(), 30)
+            gc.freeze()
+            self.promote_s = round(time.monotonic() - began, 3)
+            self.serving_since = time.time()
+        with self._changed:
+            self._changed.notify_all()
+        structlog.get_logger("raygate.gateway").info("gateway_serving", index=index, pid=os.getpid(),
+                                                     port=self.config.port, promote_s=self.promote_s,
+                                                     constructor_s=self.constructor_s)
+        return self.ready()
+
+    def guard(self, siblings: dict[int, int]) -> None:
+        """(A spare) take over a serving sibling's index the moment its process exits. `siblings`: {pid: index}
+        of the node's serving processes, replacing what it guarded before ({} disarms)."""
+        async def on_loop() -> None:  # nested: an `async def` method would make Ray run this actor on asyncio
+            self._arm_guards(siblings)
+
+        self._on_loop(on_loop(), 10)
+
+    def _arm_guards(self, siblings: dict[int, int]) -> None:
+        """(Loop thread) a pidfd reader per sibling, replacing the ones before."""
+        self._disarm()
+        if self.app is not None or self._stopped.is_set():
+            return
+        for pid, index in siblings.items():
+            try:
+                fd = os.pidfd_open(int(pid))
+            except (OSError, AttributeError):  # gone already, or no pidfd (not Linux): the fleet fills its
+                continue  # index when Ray reports the death (about a second)
+            self._guards[fd] = int(index)
+            self.loop.add_reader(fd, self._sibling_exited, fd)
+
+    def _disarm(self) -> None:
+        for fd in self._guards:
+            self.loop.remove_reader(fd)
+            os.close(fd)
+        self._guards = {}
+
+    def _sibling_exited(self, fd: int) -> None:
+        index = self._guards.get(fd)
+        self._disarm()  # one take-over per spare
+        if index is None or self.app is not None or self._stopped.is_set():
+            return
+        structlog.get_logger("raygate.gateway").warning("gateway_sibling_exited", index=index, pid=os.getpid())
+        threading.Thread(target=self._take_over, args=(index,), name="raygate-take-over", daemon=True).start()
+
+    def _take_over(self, index: int) -> None:
+        try:
+            self.promote(index)
+        except Exception as exc:  # noqa: BLE001 - the fleet promoted it meanwhile, or the bind failed
+            structlog.get_logger("raygate.gateway").warning("gateway_take_over_failed", index=index,
+                                                            error=repr(exc))
+
+    def _build(self, index: int):
+        config, tag = self.config, f"gateway-{self.node_id[:8]}-{index}"  # stable per (node, index)
+        return build_app(config, self.metrics, [
             access_log_context(config.log_dir),
             router_context(self.controller, MetricsObserver(self.metrics)),
             admin_context(ControllerAdmin(self.controller)),
-            watcher_context(self.controller, f"gateway-{index}-{os.getpid()}", on_update=self._table_updated),
+            watcher_context(self.controller, f"{tag}-{os.getpid()}", on_update=self._table_updated),
             flusher_context(config.metrics_flush_s),
-            events_context(config.redis_url, config.namespace, f"gateway-{index}"),
-            load_report_context(config.scaler_name, config.namespace, f"gateway-{index}-{os.getpid()}", ROUTER),
+            events_context(config.redis_url, config.namespace, tag),  # the replacement takes over its entries
+            load_report_context(config.scaler_name, config.namespace, f"{tag}-{os.getpid()}", ROUTER),
             platform_metrics_context(self.controller, self.metrics),
         ])
-        self.listener = Listener(self.app, config)
-        self._on_loop(self.listener.start(), 30)
-        # Everything alive now (Ray, aiohttp, the app) lives as long as the process: keep it out of the
-        # collector's way, so a full collection never scans it and stalls the loop for tens of ms.
-        gc.collect()
-        gc.freeze()
-        serving_priority()  # booted at Ray's worker niceness; serve at 0 where permitted
-        self.constructor_s = round(time.monotonic() - began, 3)
-        structlog.get_logger("raygate.gateway").info("gateway_serving", index=index, pid=os.getpid(),
-                                                     port=config.port, constructor_s=self.constructor_s)
 
     def _on_loop(self, coro, timeout: float | None = None):
         return self._loop_thread.run(coro, timeout)
@@ -146,25 +235,58 @@ class Gateway:
             events.update(table.pipelines)
 
     # -- Ray calls --------------------------------------------------------------------------------
+    def _identity(self) -> dict:
+        return {"pid": os.getpid(), "index": self.index, "node_id": self.node_id, "node_ip": self.node_ip}
+
     def ready(self) -> dict:
-        return {"pid": os.getpid(), "host": self.config.host, "port": self.config.port, "index": self.index,
-                "table_version": self.app[ROUTER].table.version, "constructor_s": self.constructor_s}
+        table_version = self.app[ROUTER].table.version if self.app is not None else 0
+        return self._identity() | {
+            "host": self.config.host, "port": self.config.port, "table_version": table_version,
+            "constructor_s": self.constructor_s, "promote_s": self.promote_s, "serving_since": self.serving_since,
+            "state": self._state(), "cores": self.cores}
+
+    def _state(self) -> str:
+        return SPARE if self.app is None else self.app[STATE].state
+
+    def watch(self, known_pid: int, known_state: str, timeout_s: float) -> dict:
+        """Long poll for the fleet: answers (`ready`) as soon as this process is not `known_pid` (a restarted
+        one) or its state is not `known_state` (a spare that took over), else after `timeout_s`. The caller
+        sees this process die as a failed call."""
+        with self._changed:
+            self._changed.wait_for(lambda: (known_pid, known_state) != (os.getpid(), self._state()), timeout_s)
+        return self.ready()
 
     def loop_type(self) -> str:
         """The class of the loop that runs the HTTP handlers."""
         return self._loop_thread.loop_type
 
     def stats(self) -> dict:
-        """This process as `raygate status` shows it (contract 7)."""
+        """This process as `raygate status` shows it (contract 7); a spare serves nothing yet."""
+        if self.app is None:
+            return self._identity() | {"state": SPARE, "served": 0, "in_flight": 0, "table_version": 0,
+                                       "traffic": [], "ejections": [], "serving_since": 0.0}
         state = self.app[STATE]
         router = self.app[ROUTER]
-        return {"pid": os.getpid(), "index": self.index, "state": state.state, "served": state.served,
-                "in_flight": state.in_flight, "table_version": router.table.version,
-                "traffic": state.traffic_rows(), "ejections": list(router.ejections)}
+        return self._identity() | {
+            "state": state.state, "served": state.served, "in_flight": state.in_flight,
+            "table_version": router.table.version, "traffic": state.traffic_rows(),
+            "ejections": list(router.ejections), "serving_since": self.serving_since}
 
     def stop(self, drain_s: float | None = None) -> bool:
         """Drain: not ready at once, wait for in-flight requests (and a minimum time), then release every
-        resource in reverse. Returns whether every in-flight request finished."""
+        resource in reverse. Returns whether every in-flight request finished (a spare: nothing to drain)."""
+        self._stopped.set()
+        if self.listener is None:
+            self.guard({})
+            return True
         minimum = self.config.drain_s if drain_s is None else drain_s
         return self._on_loop(drain(self.listener, minimum, self.config.drain_timeout_s, time.monotonic),
                              self.config.drain_timeout_s + minimum + 30)
+
+
+def _cores() -> int:
+    """Cores this process may run on (the node's, unless the process is pinned to fewer)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -162,7 +162,7 @@ async def test_ten_thousand_events_on_the_platform_through_a_killed_stage_replic
         app = next(a for a in status["apps"] if a["name"] == "events-orders")
         stage_pid = next(r["pid"] for d in app["deployments"] if d["name"] == "only_buys" for v in d["versions"]
                          for r in v["replicas"] if r["state"] == "RUNNING" and r["pid"] > 0)
-        gateway_pids = [g["pid"] for g in status["gateways"] if g.get("pid", 0) > 0]
+        gateway_pids = [g["pid"] for g in status["gateways"] if g.get("pid", 0) > 0 and g["state"] == "serving"]
         assert len(gateway_pids) == 2
         work = await produce(client, pipeline, namespace)
         assert work.produced == 10_000

@@ -134,8 +134,16 @@ def test_status_lists_every_replica(platform):
 
 
 def test_status_shows_each_gateway_process(platform):
-    """Contract 7: per gateway process its pid, index, state, requests served, in flight and table version."""
-    gateways = platform.platform.status()["gateways"]
+    """Contract 7: per gateway process its pid, index, state, requests served, in flight and table version; the
+    node's warm spare (deploy/gateways.py) is listed too, as state "spare" with index -1."""
+    deadline = time.monotonic() + 60  # a gateway killed by an earlier test: Ray restarts it as the spare
+    everyone = platform.platform.status()["gateways"]
+    while not any(g["state"] == "spare" for g in everyone):
+        assert time.monotonic() < deadline, everyone
+        time.sleep(0.2)
+        everyone = platform.platform.status()["gateways"]
+    assert [g["index"] for g in everyone if g["state"] == "spare"] == [-1]
+    gateways = [g for g in everyone if g["state"] != "spare"]
     assert sorted(g["index"] for g in gateways) == [0, 1]
     for gateway in gateways:
         assert gateway["state"].lower() == "serving" and gateway["pid"] > 0, gateway
@@ -250,7 +258,7 @@ async def test_a_killed_gateway_costs_only_its_in_flight_requests_and_no_counts(
     sent on it before the reset arrived); Ray brings a new process back (new pid, serving), and
     reconnections made then all succeed; and the node's request counters never go back."""
     await wait_settled(platform.platform)
-    gateways = platform.platform.status()["gateways"]
+    gateways = [g for g in platform.platform.status()["gateways"] if g["index"] >= 0]  # not the spare
     assert all(g["state"].lower() == "serving" and g["pid"] > 0 for g in gateways), gateways
     victim = gateways[0]["pid"]
     port = int(platform.url.rsplit(":", 1)[1])

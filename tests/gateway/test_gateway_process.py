@@ -17,7 +17,9 @@ from aiohttp import ClientSession, TCPConnector
 
 pytestmark = pytest.mark.integration
 
-STATS_KEYS = {"pid", "index", "state", "served", "in_flight", "table_version", "traffic", "ejections"}
+from deploy.status import GATEWAY_FIELDS
+
+STATS_KEYS = set(GATEWAY_FIELDS)
 
 
 def _errors_total(text: str) -> float:
@@ -81,3 +83,28 @@ async def test_counters_survive_a_gateway_kill(platform):
 async def _at_least(session, value: float) -> float | None:
     total = await _scrape(session)
     return total if total >= value else None
+
+
+async def test_the_nodes_spare_takes_over_a_killed_gateways_index(platform):
+    """The warm spare (already running, not listening) serves the killed process's index: the replacement is a
+    process that existed before the kill, not one Ray started after it; Ray's restart becomes the next spare."""
+    def status_gateways() -> list[dict]:
+        return platform.platform.status()["gateways"]
+
+    async def settled():  # two serving and the spare (an earlier test may have killed one)
+        rows = status_gateways()
+        return rows if sorted((g["index"], g["state"]) for g in rows) == [(-1, "spare"), (0, "serving"),
+                                                                          (1, "serving")] else None
+
+    before = await _wait_for(settled, 60, "two serving gateways and a spare")
+    spare = next(g["pid"] for g in before if g["state"] == "spare")
+    victim = next(g for g in before if g["index"] == 0)
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    async def taken_over():
+        return any(g["index"] == 0 and g["pid"] == spare and g["state"] == "serving" for g in status_gateways())
+
+    await _wait_for(taken_over, 30, "the spare serving index 0")
+    after = await _wait_for(settled, 60, "a new spare")
+    assert {g["pid"] for g in after} & {victim["pid"]} == set()
+    assert next(g["pid"] for g in after if g["state"] == "spare") not in {g["pid"] for g in before}

@@ -1,5 +1,6 @@
 """raygate on a real two-node Ray cluster started with `ray start` (a head and a worker node on this machine):
-replicas on both nodes, a gateway on each, then the worker node's raylet is killed under load.
+replicas on both nodes, the controller's gateways on each node (it places them itself, pinned per node), then
+the worker node's raylet is killed under load.
 
 Loopback and Ray 2.60: with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 `ray start` refuses worker nodes, and with it
 on, Ray rewrites 127.0.0.1 (node address and --address) to the machine's outward IP. So the nodes get their own
@@ -32,6 +33,7 @@ from tests.ops.cluster_procs import REPO, Started, kill_tree, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
+HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 SPEC = {"apps": [{"name": "lin", "route_prefix": "/lin", "ingress": "linear", "deployments": [
     {"name": "linear", "import_path": "deploy.examples.models:Linear", "num_replicas": 4, "idempotent": True,
      "request_timeout_s": 10, "max_retries": 3, "resources": {"num_cpus": 0.5}}]}],
@@ -55,6 +57,18 @@ def _replica_nodes(status: dict) -> list[str]:
             for r in v["replicas"] if r["state"] == "RUNNING"]
 
 
+def _gateway_nodes(status: dict) -> dict | None:
+    """{"head": node id, "worker": node id} once each node has a serving and a spare gateway, else None."""
+    by_ip: dict[str, set] = {}
+    ids = {}
+    for g in status["gateways"]:
+        by_ip.setdefault(g["node_ip"], set()).add(g["state"])
+        ids[g["node_ip"]] = g["node_id"]
+    if by_ip != {HEAD_IP: {"serving", "spare"}, WORKER_IP: {"serving", "spare"}}:
+        return None
+    return {"head": ids[HEAD_IP], "worker": ids[WORKER_IP]}
+
+
 def test_worker_node_lost_under_load_costs_no_idempotent_request():
     from deploy.embedded import free_port
     root = Path(tempfile.mkdtemp(prefix="rgmn-", dir="/tmp"))  # Ray's socket paths must stay short
@@ -68,23 +82,21 @@ def test_worker_node_lost_under_load_costs_no_idempotent_request():
     procs: dict[str, subprocess.Popen] = {}
     up = None
     try:
-        procs["head"] = _ray_start(["--head", "--node-ip-address=127.0.0.2", f"--port={gcs_port}",
+        procs["head"] = _ray_start(["--head", f"--node-ip-address={HEAD_IP}", f"--port={gcs_port}",
                                     f"--temp-dir={root / 'h'}", "--num-cpus=2", '--resources={"head": 1}',
                                     "--include-dashboard=false"], logs["head"], env)
         wait_until(lambda: "Ray runtime started" in (root / "head.log").read_text(), 120, "the head node")
-        procs["worker"] = _ray_start([f"--address=127.0.0.2:{gcs_port}", "--node-ip-address=127.0.0.3",
+        procs["worker"] = _ray_start([f"--address={HEAD_IP}:{gcs_port}", f"--node-ip-address={WORKER_IP}",
                                       f"--temp-dir={root / 'w'}", "--num-cpus=2", '--resources={"worker": 1}'],
                                      logs["worker"], env)
         wait_until(lambda: "Ray runtime started" in (root / "worker.log").read_text(), 120, "the worker node")
-        joined = dict(env, RAY_ADDRESS=f"127.0.0.2:{gcs_port}", RAYGATE_RUN_DIR=str(root / "run"))
+        joined = dict(env, RAY_ADDRESS=f"{HEAD_IP}:{gcs_port}", RAYGATE_RUN_DIR=str(root / "run"))
         up = Started(["-m", "deploy.cli", "up", str(root / "spec.yaml"), "--port", str(http_port)],
                      root / "up.log", joined)
         up.wait_for("serving on", 300)
         url = f"http://127.0.0.1:{http_port}"
-        helper = subprocess.run([sys.executable, "tests/ops/_node_gateway.py", "--gateway", str(http_port)],
-                                cwd=REPO, env=joined, capture_output=True, text=True, timeout=180)
-        assert helper.returncode == 0, helper.stdout + helper.stderr
-        nodes = json.loads(helper.stdout.strip().splitlines()[-1])
+        # the controller started a gateway per node: one serving (num_gateways: 1) and a spare on each
+        nodes = wait_until(lambda: _gateway_nodes(_status(url, admin)), 120, "a serving gateway on each node")
         placed = wait_until(lambda: len(_replica_nodes(_status(url, admin))) == 4 and _replica_nodes(
             _status(url, admin)), 120, "four running replicas")
         assert set(placed) == {nodes["head"], nodes["worker"]}, (placed, nodes)
@@ -102,6 +114,9 @@ def test_worker_node_lost_under_load_costs_no_idempotent_request():
         load.stop()
         assert load.failures == [], load.failures[:5]
         assert len(replaced) == 4
+        # the worker node left: the controller forgot its gateways and keeps the head node's
+        wait_until(lambda: {g["node_ip"] for g in _status(url, admin)["gateways"]} == {HEAD_IP}, 60,
+                   "gateways on the head node only")
     finally:
         if up is not None:
             up.stop(60)
