@@ -10,7 +10,9 @@ Method (host side works on K-vectors only; every pass over users goes through a 
 2. Smooth the user part with an entropic (log-sum-exp) term at temperature tau and minimise the smoothed dual by
    projected L-BFGS (two-metric projection: quasi-Newton on the free prices, gradient on those held at 0, Armijo
    backtracking along the projection arc; one pass per iteration mostly), annealing tau down by stages,
-   warm-starting each stage from the last.
+   warm-starting each stage from the last. Per-constraint scaling: L-BFGS's initial Hessian is the diagonal
+   curvature each pass reports (`PassResult.smooth_curvature`, sum p(1-p) m^2 per constraint, over tau), fitted in
+   scale to the newest pair, so a budget a few users fill moves its price as fast as a total cap does.
 3. Every pass also evaluates the exact (unsmoothed) dual and the online rule at the same prices for free, so the
    certificate is known all along: dual objective (an upper bound on the LP optimum), the rule's primal objective
    and its largest relative overshoot. The solver stops once the gap and the overshoot are both within tolerance.
