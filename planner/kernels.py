@@ -21,7 +21,7 @@ import numpy as np
 
 from planner.instance import Instance
 
-__all__ = ["PassResult", "ArrayKernel", "combine_results", "to_host"]
+__all__ = ["PassResult", "ArrayKernel", "combine_results", "curvature_from_usage", "to_host"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class PassResult:
     smooth_consumption: np.ndarray  # (K,) expected consumption under the softmax; zeros when tau == 0
     users: int  # how many users were summed
     chosen: int  # how many users the rule gives something
+    # (K,) sum_i sum_j p_ij (1 - p_ij) (m_ij^k)^2: tau x the diagonal of the smoothed dual's Hessian, without the
+    # (negative) cross-slot terms; the solver's per-constraint scaling. None when tau == 0 or the kernel lacks it.
+    smooth_curvature: np.ndarray | None = None
 
 
 def combine_results(parts: list[PassResult]) -> PassResult:
@@ -47,7 +50,14 @@ def combine_results(parts: list[PassResult]) -> PassResult:
         smooth_consumption=np.sum([p.smooth_consumption for p in parts], axis=0),
         users=int(sum(p.users for p in parts)),
         chosen=int(sum(p.chosen for p in parts)),
+        smooth_curvature=None if any(p.smooth_curvature is None for p in parts)
+        else np.sum([p.smooth_curvature for p in parts], axis=0),
     )
+
+
+def curvature_from_usage(usage_curv: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """(K,) sum_{r,s,p} U[r, s, p] A[r, p, k] A[s, p, k] from per-(r, s, item) sums of p(1-p) w_r w_s."""
+    return np.einsum("rsp,rpk,spk->k", usage_curv, A, A)
 
 
 def to_host(x) -> np.ndarray:
@@ -83,6 +93,7 @@ class ArrayKernel:
         v = xp.asarray(np.einsum("rpk,k->rp", self.A_host, np.asarray(lam, dtype=np.float64)))
         usage_hard = xp.zeros((R, P))
         usage_soft = xp.zeros((R, P))
+        usage_curv = xp.zeros((R, R, P))
         hard_value = xp.zeros(())
         primal_value = xp.zeros(())
         smooth_value = xp.zeros(())
@@ -117,12 +128,17 @@ class ArrayKernel:
                 flat_item = item.ravel()
                 for r in range(R):
                     usage_soft[r] += xp.bincount(flat_item, weights=(prob * w[:, :, r]).ravel(), minlength=P)
+                    spread = prob * (1.0 - prob) * w[:, :, r]
+                    for r2 in range(R):
+                        usage_curv[r, r2] += xp.bincount(flat_item, weights=(spread * w[:, :, r2]).ravel(),
+                                                         minlength=P)
         hard_cons = np.einsum("rp,rpk->k", to_host(usage_hard), self.A_host)
         soft_cons = np.einsum("rp,rpk->k", to_host(usage_soft), self.A_host) if tau > 0 else np.zeros(K)
         return PassResult(
             hard_value=float(to_host(hard_value)), primal_value=float(to_host(primal_value)),
             hard_consumption=hard_cons, smooth_value=float(to_host(smooth_value)), smooth_consumption=soft_cons,
             users=self.n, chosen=int(to_host(chosen_count)),
+            smooth_curvature=curvature_from_usage(to_host(usage_curv), self.A_host) if tau > 0 else None,
         )
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 from numba import prange  # a plain import: nothing is compiled until _compiled() runs
 
 from planner.instance import Instance
-from planner.kernels import PassResult
+from planner.kernels import PassResult, curvature_from_usage
 
 __all__ = ["NumbaKernel", "numba_available"]
 
@@ -33,6 +33,7 @@ def _user_pass(c, mask, item, w, v, tau, n_blocks):  # compiled lazily by _compi
     smooth = tau > 0.0
     usage_hard = np.zeros((n_blocks, R, P))
     usage_soft = np.zeros((n_blocks, R, P) if smooth else (1, 1, 1))
+    usage_curv = np.zeros((n_blocks, R, R, P) if smooth else (1, 1, 1, 1))
     sums = np.zeros((n_blocks, 4))  # hard value, primal value, smooth value, chosen count
     for t in prange(n_blocks):
         lo = t * n // n_blocks
@@ -79,13 +80,16 @@ def _user_pass(c, mask, item, w, v, tau, n_blocks):  # compiled lazily by _compi
                     if mask[i, j] and s[j] > 0.0:
                         p = s[j] * inv
                         it = item[i, j]
+                        q = p * (1.0 - p)
                         for r in range(R):
                             usage_soft[t, r, it] += p * w[i, j, r]
+                            for r2 in range(R):
+                                usage_curv[t, r, r2, it] += q * w[i, j, r] * w[i, j, r2]
         sums[t, 0] = hard
         sums[t, 1] = primal
         sums[t, 2] = soft
         sums[t, 3] = count
-    return usage_hard.sum(axis=0), usage_soft.sum(axis=0), sums.sum(axis=0)
+    return usage_hard.sum(axis=0), usage_soft.sum(axis=0), usage_curv.sum(axis=0), sums.sum(axis=0)
 
 
 _COMPILED = None
@@ -117,13 +121,14 @@ class NumbaKernel:
 
     def evaluate(self, lam: np.ndarray, tau: float = 0.0) -> PassResult:
         v = np.ascontiguousarray(np.einsum("rpk,k->rp", self.A, np.asarray(lam, dtype=np.float64)))
-        usage_hard, usage_soft, sums = self._pass(self.c, self.mask, self.item, self.w, v, float(tau),
+        usage_hard, usage_soft, usage_curv, sums = self._pass(self.c, self.mask, self.item, self.w, v, float(tau),
                                                   self.n_blocks)
         hard_cons = np.einsum("rp,rpk->k", usage_hard, self.A)
         soft_cons = np.einsum("rp,rpk->k", usage_soft, self.A) if tau > 0 else np.zeros(self.K)
         return PassResult(hard_value=float(sums[0]), primal_value=float(sums[1]), hard_consumption=hard_cons,
                           smooth_value=float(sums[2]), smooth_consumption=soft_cons, users=self.n,
-                          chosen=int(sums[3]))
+                          chosen=int(sums[3]),
+                          smooth_curvature=curvature_from_usage(usage_curv, self.A) if tau > 0 else None)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -26,7 +26,8 @@ def _brute_force(inst, lam, tau):
     soft = tau * (zmax[:, 0] + np.log(e.sum(1)))
     p = e[:, 1:] / e.sum(1, keepdims=True)
     soft_cons = np.einsum("ij,ijk->k", p, M)
-    return np.maximum(best, 0).sum(), primal, hard_cons, soft.sum(), soft_cons
+    curvature = np.einsum("ij,ijk->k", p * (1 - p), M * M)  # the scaling's per-constraint curvature (x tau)
+    return np.maximum(best, 0).sum(), primal, hard_cons, soft.sum(), soft_cons, curvature
 
 
 @pytest.mark.parametrize("chunk", [7, 1 << 15])
@@ -36,12 +37,14 @@ def test_array_kernel_matches_definitions(chunk):
     inst = small_instance(n=300, K=6)
     lam = np.random.default_rng(0).uniform(0, 1.0, inst.K)
     res = ArrayKernel(inst, chunk_users=chunk).evaluate(lam, 0.05)
-    hard, primal, hard_cons, soft, soft_cons = _brute_force(inst, lam, 0.05)
+    hard, primal, hard_cons, soft, soft_cons, curvature = _brute_force(inst, lam, 0.05)
     assert res.hard_value == pytest.approx(hard, rel=1e-12)
     assert res.primal_value == pytest.approx(primal, rel=1e-12)
     np.testing.assert_allclose(res.hard_consumption, hard_cons, rtol=1e-10)
     assert res.smooth_value == pytest.approx(soft, rel=1e-10)
     np.testing.assert_allclose(res.smooth_consumption, soft_cons, rtol=1e-9)
+    np.testing.assert_allclose(res.smooth_curvature, curvature, rtol=1e-9)
+    assert ArrayKernel(inst).evaluate(lam, 0.0).smooth_curvature is None
 
 
 def test_numba_kernel_equals_array_kernel():
@@ -57,6 +60,8 @@ def test_numba_kernel_equals_array_kernel():
         np.testing.assert_allclose(b.hard_consumption, a.hard_consumption, rtol=1e-10)
         assert b.smooth_value == pytest.approx(a.smooth_value, rel=1e-10)
         np.testing.assert_allclose(b.smooth_consumption, a.smooth_consumption, rtol=1e-9, atol=1e-12)
+        if tau > 0:
+            np.testing.assert_allclose(b.smooth_curvature, a.smooth_curvature, rtol=1e-9, atol=1e-12)
 
 
 def test_partition_sums_add_up():
@@ -68,6 +73,7 @@ def test_partition_sums_add_up():
     merged = combine_results(parts)
     assert merged.hard_value == pytest.approx(whole.hard_value, rel=1e-12)
     np.testing.assert_allclose(merged.smooth_consumption, whole.smooth_consumption, rtol=1e-10)
+    np.testing.assert_allclose(merged.smooth_curvature, whole.smooth_curvature, rtol=1e-10)
     assert merged.users == 900 and merged.chosen == whole.chosen
 
 

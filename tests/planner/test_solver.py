@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -107,3 +108,23 @@ def test_max_passes_is_a_hard_cap_and_the_best_prices_are_kept(max_passes):
 
     best = min(score(t.gap, t.max_violation) for t in sol.trace)
     assert score(sol.certificate.gap, sol.certificate.max_violation) == pytest.approx(best, rel=1e-12)
+
+
+@pytest.mark.parametrize("spend_unit", [1.0, 100.0])
+def test_per_constraint_scaling_needs_far_fewer_passes(spend_unit):
+    """Per-constraint scaling (L-BFGS's initial Hessian is the smoothed dual's diagonal curvature) is what lets
+    capacities of very different sizes converge together: on a `bind10` instance (every capacity at 10% of demand,
+    item budgets a few users fill) and on the same instance with spend counted in cents (spend constraints' curvature
+    x 1e4 against the count constraints'), the scaled solve converges in a few dozen passes, the unscaled one needs
+    several times as many. Measured: 30 vs 169 passes, and 46 vs 392 in cents."""
+    inst = generate_instance(family_config("bind10", n=12_000, J=8, K=20, seed=3))
+    if spend_unit != 1.0:
+        w = inst.w.copy()
+        w[:, :, 0] *= spend_unit
+        on_spend_only = inst.A[0].any(axis=0) & ~inst.A[1].any(axis=0)
+        inst = replace(inst, w=w, b=np.where(on_spend_only, inst.b * spend_unit, inst.b))
+    scaled = solve(make_kernel("numba", inst), inst.b, SolverConfig(scaling=True))
+    unscaled = solve(make_kernel("numba", inst), inst.b, SolverConfig(scaling=False))
+    assert scaled.converged
+    assert scaled.iterations <= 100
+    assert unscaled.iterations >= 3 * scaled.iterations
