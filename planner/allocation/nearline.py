@@ -135,13 +135,14 @@ class NearlineLoop:
         self.budget.ensure(self.names, self.capacity)
 
     def _remaining_requests(self, now: float, arrivals: dict[int, int]) -> float:
+        """N(t): the forecast (or the rate seen so far, extrapolated) times 1 + forecast_margin."""
         forecast = self.forecast.remaining(now, self.end_at)
-        if forecast is not None:
-            return max(forecast, 1.0)
-        seen = sum(c for b, c in arrivals.items() if b * self.scenario.bucket_s >= (self.start_at or now))
-        elapsed = max(now - (self.start_at or now), 1e-9)
-        rate = seen / elapsed if seen else len(self.window) / max(self.scenario.cycle_s, 1e-9)
-        return max(rate * max(self.end_at - now, 0.0), 1.0)
+        if forecast is None:
+            seen = sum(c for b, c in arrivals.items() if b * self.scenario.bucket_s >= (self.start_at or now))
+            elapsed = max(now - (self.start_at or now), 1e-9)
+            rate = seen / elapsed if seen else len(self.window) / max(self.scenario.cycle_s, 1e-9)
+            forecast = rate * max(self.end_at - now, 0.0)
+        return max(forecast * (1.0 + self.scenario.forecast_margin), 1.0)
 
     def _correct(self, used: np.ndarray, arrivals_total: float, report: CycleReport) -> None:
         """Accumulate what the published prices planned (per request, times the requests served) and what was
@@ -176,8 +177,11 @@ class NearlineLoop:
         self.window.extend(fresh)
         used = self.budget.used(self.names)
         arrivals = self.budget.arrivals()
-        self.forecast.update(arrivals, now)
-        N = self._remaining_requests(now, arrivals)
+        # Before the campaign starts (a future `starts_at`) the traffic to plan for begins at the start: the
+        # buckets before it are history, not a campaign running at zero rate.
+        planned_from = max(now, self.start_at or now)
+        self.forecast.update(arrivals, planned_from)
+        N = self._remaining_requests(planned_from, arrivals)
         report.samples, report.remaining_requests, report.forecast_model = len(self.window), N, \
             self.forecast.model_name
         report.used = used.tolist()
