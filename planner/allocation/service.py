@@ -47,7 +47,8 @@ class Allocator:
 
     def __init__(self, scenario, redis_url: str | None = None, namespace: str = "raygate",
                  replica_id: str | None = None, *, client=None, clock: Callable[[], float] = time.time,
-                 background: bool = True, poll_s: float = 5.0, seed: int | None = None, remember: int = 100_000):
+                 background: bool = True, poll_s: float | None = None, seed: int | None = None,
+                 remember: int = 100_000):
         self.scenario = scenario if isinstance(scenario, ScenarioSpec) else ScenarioSpec.model_validate(scenario)
         self.clock = clock
         if client is None:
@@ -90,9 +91,9 @@ class Allocator:
             self.start(poll_s)
 
     # -- lifecycle ----------------------------------------------------------------------------------
-    def start(self, poll_s: float = 5.0) -> Allocator:
-        """Start the price reader and the sync loop (threads)."""
-        self.reader.start(poll_s)
+    def start(self, poll_s: float | None = None) -> Allocator:
+        """Start the price reader (polling every `poll_s`, default the scenario's price_poll_s) and the sync loop."""
+        self.reader.start(poll_s or self.scenario.price_poll_s)
         thread = threading.Thread(target=self._sync_loop, name=f"alloc-sync-{self.scenario.name}", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -116,6 +117,11 @@ class Allocator:
             self._wake.wait(self.scenario.sync_interval_s)
             self._wake.clear()
 
+    @property
+    def wants_sync(self) -> bool:
+        """A lease ran short since the last sync (the sync thread is woken at once)."""
+        return self._wake.is_set()
+
     def sync(self) -> bool:
         """Renew the lease, write consumption, arrivals and samples. Never raises; False if Redis failed."""
         if not self._ensured:
@@ -124,6 +130,7 @@ class Allocator:
                 self._ensured = True
             except Exception:  # Redis down at start: decide from nothing (no lease) until it is back
                 pass
+        self._wake.clear()
         ok = self.lease.sync()
         return self._flush_samples() and ok
 
