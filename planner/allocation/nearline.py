@@ -32,7 +32,7 @@ from planner.allocation.pacing import (
     per_request_rates,
     update_correction,
 )
-from planner.allocation.samples import SampleStore, samples_instance
+from planner.allocation.samples import SampleStore, sample_weight, samples_instance
 from planner.allocation.scenario import ScenarioSpec
 from planner.instance import Instance
 from planner.solver import Solution, SolverConfig
@@ -192,7 +192,8 @@ class NearlineLoop:
             report.error = "no sampled requests yet"
             return
         records = list(self.window)
-        b = paced_capacities(self.capacity, used, len(records), N, self.correction)
+        weight = sample_weight(records)  # the requests the sample stands for (stratified records weigh less)
+        b = paced_capacities(self.capacity, used, weight, N, self.correction)
         inst = samples_instance(records, self.matrix, b)
         initial = self.last_lam if self.last_lam is not None and len(self.last_lam) == len(b) else None
         t0 = time.perf_counter()
@@ -202,7 +203,7 @@ class NearlineLoop:
         report.certificate = price_certificate(cert.dual_objective, cert.primal_objective, cert.max_violation)
         best = np.where(inst.mask, inst.c, 0.0).max(axis=1)
         plan = {"rate": per_request_rates(self.capacity, used, N).tolist(), "remaining_requests": N,
-                "value_scale": float(np.mean(np.maximum(best, 0.0))), "correction": self.correction.tolist(),
+                "value_scale": float(np.sum(np.maximum(best, 0.0)) / weight), "correction": self.correction.tolist(),
                 "forecast_model": self.forecast.model_name, "samples": len(records), "plan_use": report.plan_use,
                 "used": report.used, "solve_s": report.solve_s}
         report.published = self.prices.publish_certified(
@@ -211,7 +212,7 @@ class NearlineLoop:
             plan=plan, now=self.clock)
         self.last_lam = np.asarray(sol.lam, dtype=np.float64)  # the next warm start either way
         if report.published.accepted:
-            self._planned_per_request = np.asarray(sol.consumption) / len(records)
+            self._planned_per_request = np.asarray(sol.consumption) / weight
         else:
             log.info("nearline_not_published", extra={"scenario": self.scenario.name,
                                                       "reason": report.published.reason})

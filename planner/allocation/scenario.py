@@ -81,6 +81,9 @@ class ScenarioSpec(_Model):
     horizon_s: float = Field(gt=0, le=_YEAR_S, description="campaign length; capacities are for the whole horizon")
     cycle_s: float = Field(_DEFAULT_CYCLE_S, gt=0, le=86400, description="nearline planning period")
     sample_rate: float = Field(0.2, gt=0, le=1, description="share of decisions recorded for the planner")
+    min_item_samples: int = Field(200, ge=0, le=1_000_000, description="requests listing an item that the planner's "
+                                  "window should hold at least: requests listing rarer items are sampled more and "
+                                  "weigh less (sampling.py; 0: uniform sampling)")
     usage_types: tuple[str, ...] = Field(min_length=1, max_length=64, description="usage figures each candidate "
                                          "may give (missing ones count 0)")
     constraints: tuple[ConstraintSpec, ...] = Field(min_length=1, max_length=100_000, description="budgets")
