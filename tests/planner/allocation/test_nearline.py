@@ -89,6 +89,7 @@ def test_status_shows_use_plan_prices_forecast_and_certificate(redis_client):
     assert report.published.accepted, report.published
     st = scenario_status(redis_client, sc, now=1008.0)
     assert st["prices_version"] == 1 and st["prices_age_s"] == pytest.approx(3.0) and not st["stale"]
+    assert st["price_age_s"] == st["prices_age_s"]  # the name platform metrics read (contract 2)
     assert [c["name"] for c in st["constraints"]] == list(sc.constraint_names)
     assert all(c["used"] == 0.0 and c["planned_use"] is not None and c["price"] >= 0 for c in st["constraints"])
     assert st["certificate"]["rigorous_gap"] <= sc.gap_tol and st["forecast"]["remaining_requests"] > 0
