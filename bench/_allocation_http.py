@@ -3,7 +3,8 @@
 Embedded Redis (its own port), a local Ray on loopback, the Platform with the shipped gateway settings and one
 scenario (its allocator app and its nearline planner actor). The campaign runs in real time: request i is sent at
 start + times[i] (open loop, at most `--in-flight` outstanding), so `--users / --horizon` is the mean rate. The
-client records each decision's latency, the answer (item, prices_age_s, stale) and the value it realises.
+client records each decision's latency, the answer (item, prices_version, prices_age_s, stale) and the value it
+realises; the planner actor's cycle counts are read from its status before and after the campaign.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ class HttpResult:
     value: float = 0.0
     consumption: np.ndarray | None = None  # (K,) reported in Redis after the last request
     decision_s: list = field(default_factory=list)  # client latency of each decision
-    price_lag_s: list = field(default_factory=list)  # prices_age_s of each answer (age of the prices used)
+    price_lag_s: list = field(default_factory=list)  # per prices version: the youngest age an answer showed
+    price_age_s: list = field(default_factory=list)  # prices_age_s of each answer (age of the prices used)
     decision_cpu_s: list = field(default_factory=list)  # not measurable from outside: left empty
-    cycles: list = field(default_factory=list)
+    cycles: list = field(default_factory=list)  # (the in-process replay's reports; the planner's counts below)
+    planner: dict = field(default_factory=dict)  # cycles, published, refused, failed during the campaign
     stale_answers: int = 0
     errors: dict = field(default_factory=dict)  # status -> count
     sent: int = 0
+    youngest: dict = field(default_factory=dict)  # prices version -> smallest prices_age_s seen
 
 
 async def _replay(url: str, requests: list[dict], times: np.ndarray, start: float, in_flight: int,
@@ -56,8 +60,10 @@ async def _replay(url: str, requests: list[dict], times: np.ndarray, start: floa
                 return
             answer = orjson.loads(raw)
             out.stale_answers += bool(answer["stale"])
-            if answer.get("prices_age_s") is not None:
-                out.price_lag_s.append(float(answer["prices_age_s"]))
+            age, version = answer.get("prices_age_s"), answer.get("prices_version")
+            if age is not None and version:
+                out.price_age_s.append(float(age))
+                out.youngest[version] = min(float(age), out.youngest.get(version, float("inf")))
             if answer["item"] is not None:
                 out.value += next(c["value"] for c in body["candidates"] if c["item"] == answer["item"])
 
@@ -83,6 +89,7 @@ def run_http(args, prior, campaign, scenario_knobs: dict, times: np.ndarray) -> 
     from deploy.platform import Platform
     from deploy.policy import ControllerConfig
     from deploy.spec import GatewaySpec, parse_spec
+    from planner.allocation.actor import planner_actor_name
     from planner.allocation.budget import BudgetStore
     from planner.allocation.campaign import request_of, scenario_from_instance, seed_history
     from planner.store import DualPriceStore
@@ -109,7 +116,16 @@ def run_http(args, prior, campaign, scenario_knobs: dict, times: np.ndarray) -> 
         requests = [request_of(campaign, i, usage) for i in range(campaign.n)]
         out = HttpResult()
         url = f"http://127.0.0.1:{port}{scenario.route_prefix}"
-        asyncio.run(_replay(url, requests, times, max(start, time.time() + 1.0), args.in_flight, out))
+        planner = ray.get_actor(planner_actor_name("bench", NAMESPACE), namespace=NAMESPACE)
+        begin = max(start, time.time() + 1.0)
+        time.sleep(max(0.0, begin - time.time() - 0.2))
+        before = ray.get(planner.status.remote(), timeout=30)  # cycles from here on are the campaign's
+        asyncio.run(_replay(url, requests, times, begin, args.in_flight, out))
+        after = ray.get(planner.status.remote(), timeout=30)
+        out.planner = {k: after[k] - before[k] for k in ("cycles", "published", "refused", "failed")}
+        # The price refresh lag: from a cycle's data snapshot to the first answer that used its prices (solve,
+        # publish, announcement, replica refresh; plus up to one inter-arrival gap, ~2 ms at 500 req/s).
+        out.price_lag_s = sorted(out.youngest.values())
         time.sleep(3 * scenario.sync_interval_s + 1.0)  # the replicas report what they consumed
         out.consumption = BudgetStore(client, "bench").used(scenario.constraint_names)
         return out, scenario

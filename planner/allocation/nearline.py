@@ -123,6 +123,7 @@ class NearlineLoop:
         self._served_cum = 0.0  # requests served over those cycles
         self.correction_min_requests = 1000  # requests before the correction acts
         self.last_report: CycleReport | None = None
+        self.counts = {"cycles": 0, "published": 0, "refused": 0, "failed": 0}  # since this loop started
 
     @property
     def end_at(self) -> float:
@@ -169,6 +170,11 @@ class NearlineLoop:
             report.error = f"{type(exc).__name__}: {exc}"
             log.warning("nearline_cycle_failed", exc_info=True, extra={"scenario": self.scenario.name})
         self.last_report = report
+        published = report.published
+        self.counts["cycles"] += 1
+        self.counts["published"] += bool(published is not None and published.accepted)
+        self.counts["refused"] += bool(published is not None and not published.accepted)
+        self.counts["failed"] += bool(report.error)
         return report
 
     def _cycle(self, now: float, report: CycleReport) -> None:
