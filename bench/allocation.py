@@ -198,7 +198,14 @@ def main(argv=None) -> int:
         "load_average_before": round(load_before, 1), "load_average": round(os.getloadavg()[0], 1),
     }
     if args.mode == "http":
+        from bench._allocation_http import steady_p99_ms
+
         figures["price_age_median_s"] = _figure(np.median(live.price_age_s or [np.nan]))
+        figures["decision_p99_steady_ms"] = _figure(steady_p99_ms(live, args.rate))
+        figures["peak_rate"] = int(np.bincount(np.floor(live.sent_s).astype(int) - int(np.floor(min(live.sent_s))))
+                                   .max()) if live.sent_s else None
+        print(f"decision p99 in seconds at <= 1.25 x the mean rate: {figures['decision_p99_steady_ms']} ms "
+              f"(busiest second: {figures['peak_rate']} requests)")
     print(json.dumps(figures))
     return 0
 
