@@ -125,10 +125,11 @@ class Allocator:
             self.client.close()
 
     def _sync_loop(self) -> None:
+        interval = self.scenario.sync_interval_s
         while not self._stop.is_set():
             self.sync()
-            self._wake.wait(self.scenario.sync_interval_s)
-            self._wake.clear()
+            if self._wake.wait(interval):  # woken by a short lease: once the pool is empty every request would
+                self._stop.wait(interval / 10)  # wake it, so at most ten extra syncs per interval
 
     @property
     def wants_sync(self) -> bool:
