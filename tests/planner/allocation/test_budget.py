@@ -189,11 +189,11 @@ def test_a_flushed_store_is_restored_from_the_replicas_records_and_never_overspe
     assert alive[0].resets == alive[1].resets == 1
     held = alive[0].held + alive[1].held
     assert np.all(store.pool(NAMES) + store.used(NAMES) + held <= CAP + 1e-9), "others' leases kept back"
-    for _ in range(2000):
+    for _ in range(100):
         for one in alive:
             spend(one, 3)
             one.sync()
-        clock.t += 0.05  # the reserve of the dead replica's lease returns after its time-to-live
+        clock.t += 0.5  # the reserve of the dead replica's lease returns after its time-to-live (10 s)
     assert np.all(spent <= CAP * (1 + 1e-9)), f"spent {spent} of {CAP}"
     assert np.all(spent >= 0.95 * CAP), "the budget was still usable after the restore"
     assert np.all(store.used(NAMES) <= CAP + 1e-9)
