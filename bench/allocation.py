@@ -7,8 +7,9 @@ horizon), a day compressed into `--horizon` simulated seconds. Modes:
   the nearline loop on the simulated clock, a real Redis this script starts and stops;
 - `http`: the campaign in real time over HTTP against a raygate this script starts (bench/_allocation_http.py):
   the scenario's allocator app and nearline planner actor on a local Ray, the shipped gateway settings; decision
-  latency is measured at the client, the price lag is the age of the prices each answer used. The mean rate is
-  `--users / --horizon` requests per second (`--rate` sets the horizon from it).
+  latency is measured at the client; the price lag is, per prices version, the youngest age an answer showed
+  (snapshot -> solve -> publish -> replica -> first answer). Default: 500 req/s for 60 s (30,000 users); `--users`
+  with `--rate` sets the horizon (users / rate), `--horizon` with `--rate` the users.
 Printed: realised value against the hindsight LP optimum (HiGHS on the whole campaign), first come first served,
 greedy without prices and dual mirror descent alone (per-request dual steps from zero prices, no solver, step chosen
 on yesterday's users); each constraint's final use against capacity; decision p50/p99 (wall time of the call);
@@ -16,7 +17,8 @@ the price refresh lag (wall seconds from a cycle's data snapshot to new prices i
 
     .venv/bin/python bench/allocation.py                  # 40k campaign users, K = 12
     .venv/bin/python bench/allocation.py --quick          # 8k users
-    .venv/bin/python bench/allocation.py --mode http --users 20000 --prior 10000 --rate 500
+    .venv/bin/python bench/allocation.py --mode http                  # 500 req/s for 60 s
+    .venv/bin/python bench/allocation.py --mode http --users 10000    # 500 req/s for 20 s
 """
 
 from __future__ import annotations
@@ -66,29 +68,51 @@ def run_inproc(args, prior, campaign, scenario, times, start):
         server.stop()
 
 
+def _figure(x, digits: int = 4) -> float | None:
+    """A JSON-safe figure: None where it could not be measured (NaN is not JSON)."""
+    return round(float(x), digits) if np.isfinite(x) else None
+
+
+def cycle_counts(reports) -> dict:
+    """Cycles, published, refused and failed among the in-process replay's cycle reports."""
+    return {"cycles": len(reports),
+            "published": sum(1 for c in reports if c.published is not None and c.published.accepted),
+            "refused": sum(1 for c in reports if c.published is not None and not c.published.accepted),
+            "failed": sum(1 for c in reports if c.error)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--users", type=int, default=40_000, help="campaign users (requests)")
+    p.add_argument("--users", type=int, default=None, help="campaign users (requests); default 40,000 in-process, "
+                   "rate x horizon over http")
     p.add_argument("--prior", type=int, default=20_000, help="yesterday's users (planner's prior sample)")
     p.add_argument("--J", type=int, default=8)
     p.add_argument("--K", type=int, default=12)
     p.add_argument("--seed", type=int, default=3)
-    p.add_argument("--horizon", type=float, default=600.0, help="simulated campaign length (s)")
+    p.add_argument("--horizon", type=float, default=None, help="campaign length (s): simulated in-process "
+                   "(default 600), real over http (default 60, or users / rate)")
     p.add_argument("--cycle", type=float, default=10.0, help="nearline cycle (simulated s)")
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--sample-rate", type=float, default=0.5)
     p.add_argument("--sample-size", type=int, default=20_000)
     p.add_argument("--mode", choices=("inproc", "http"), default="inproc")
     p.add_argument("--quick", action="store_true", help="8k users, 4k prior")
-    p.add_argument("--rate", type=float, default=None, help="http: mean requests/s (sets --horizon)")
+    p.add_argument("--rate", type=float, default=500.0, help="http: mean requests/s")
     p.add_argument("--in-flight", type=int, default=256, help="http: most requests outstanding at the client")
     p.add_argument("--warmup", type=float, default=25.0, help="http: seconds for the platform before the campaign")
     args = p.parse_args(argv)
     if args.quick:
         args.users, args.prior = 8_000, 4_000
     if args.mode == "http":
-        args.horizon = args.users / args.rate if args.rate else args.horizon
+        if args.users is None:
+            args.horizon = args.horizon or 60.0
+            args.users = int(round(args.rate * args.horizon))
+        else:
+            args.horizon = args.users / args.rate
         args.cycle = min(args.cycle, max(1.0, args.horizon / 40))
+    else:
+        args.users, args.horizon = args.users or 40_000, args.horizon or 600.0
+    load_before = os.getloadavg()[0]
 
     from planner.allocation.campaign import (
         choose_dmd_step,
@@ -101,8 +125,7 @@ def main(argv=None) -> int:
     horizon = args.horizon
     scenario = scenario_from_instance(campaign, name="bench", horizon_s=horizon, cycle_s=args.cycle,
                                       sample_rate=args.sample_rate, season_s=horizon, season_buckets=48,
-                                      starts_at=1_000_000.0, stale_after_s=6 * args.cycle,
-                                      solver_sample_size=args.sample_size, refit_every=20)
+                                      starts_at=1_000_000.0, solver_sample_size=args.sample_size, refit_every=20)
     from planner.allocation.campaign import arrival_times
 
     times = arrival_times(campaign.n, horizon, seed=args.seed + 7)
@@ -128,15 +151,15 @@ def main(argv=None) -> int:
         knobs.update(num_replicas=args.replicas)
         live, scenario = run_http(args, prior, campaign, knobs, times)
         print(f"http: {live.sent} sent at {live.sent / args.horizon:.0f} req/s mean, errors {live.errors or 'none'}")
+        counts = live.planner
     else:
         live = run_inproc(args, prior, campaign, scenario, times, start=1_000_000.0)
+        counts = cycle_counts(live.cycles)
     wall = time.perf_counter() - t0
-    published = sum(1 for c in live.cycles if c.published is not None and c.published.accepted)
-    refused = [c.published.reason for c in live.cycles if c.published is not None and not c.published.accepted]
-    errors = [c.error for c in live.cycles if c.error]
-    print(f"live replay: {wall:.1f} s wall, {len(live.cycles)} cycles, {published} published, "
-          f"{len(refused)} refused, {len(errors)} without a solve, {live.stale_answers} stale answers")
-    for reason in sorted(set(refused))[:3]:
+    print(f"live replay: {wall:.1f} s wall, {counts['cycles']} cycles, {counts['published']} published, "
+          f"{counts['refused']} refused, {counts['failed']} without a solve, {live.stale_answers} stale answers")
+    for reason in sorted({c.published.reason for c in live.cycles if c.published is not None
+                          and not c.published.accepted})[:3]:
         print(f"  refused: {reason}")
 
     ref = exact.objective
@@ -150,7 +173,7 @@ def main(argv=None) -> int:
     for k in range(campaign.K):
         print(f"{campaign.cname[k]:22s} {campaign.b[k]:12.2f} {live.consumption[k]:12.2f} {use[k]:8.4f} "
               f"{dmd_use[k] / campaign.b[k]:8.4f}")
-    dec = np.asarray(live.decision_s) * 1e3
+    dec = np.asarray(live.decision_s or [np.nan]) * 1e3
     lag = np.asarray(live.price_lag_s) if live.price_lag_s else np.array([np.nan])
     cpu = np.asarray(live.decision_cpu_s or [np.nan]) * 1e3
     where = "each request at the client, over HTTP" if args.mode == "http" else "the in-process call"
@@ -160,17 +183,29 @@ def main(argv=None) -> int:
           f"time: what the wall figures show without other processes' load; load average now "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     print(f"price refresh lag s: median {np.median(lag):.3f}  max {np.max(lag):.3f} (solve + publish + reader refresh)")
+    errors = sum(getattr(live, "errors", {}).values())
     figures = {
         "value_vs_hindsight": round(live.value / ref, 5), "fcfs_vs_hindsight": round(fcfs / ref, 5),
         "greedy_vs_hindsight": round(greedy / ref, 5), "dmd_vs_hindsight": round(dmd / ref, 5),
         "max_overspend": round(float(max(0.0, np.max(use - 1.0))), 6),
-        "decision_p50_ms": round(float(np.percentile(dec, 50)), 4),
-        "decision_p99_ms": round(float(np.percentile(dec, 99)), 4), "price_lag_s": round(float(np.median(lag)), 4),
-        "decision_cpu_p99_ms": None if np.isnan(cpu).all() else round(float(np.nanpercentile(cpu, 99)), 4), "load_average": round(os.getloadavg()[0], 1),
-        "price_lag_max_s": round(float(np.max(lag)), 4), "hindsight": round(ref, 3), "users": campaign.n,
-        "K": campaign.K, "replicas": args.replicas, "cycles": len(live.cycles), "published": published,
-        "mode": args.mode,
+        "decision_p50_ms": _figure(np.percentile(dec, 50)),
+        "decision_p99_ms": _figure(np.percentile(dec, 99)), "price_lag_s": _figure(np.median(lag)),
+        "decision_cpu_p99_ms": None if np.isnan(cpu).all() else round(float(np.nanpercentile(cpu, 99)), 4),
+        "price_lag_max_s": _figure(np.max(lag)), "hindsight": round(ref, 3), "users": campaign.n,
+        "K": campaign.K, "replicas": args.replicas, "horizon_s": args.horizon, "cycle_s": args.cycle,
+        "rate": round(campaign.n / args.horizon, 1), "cycles": counts["cycles"], "published": counts["published"],
+        "errors": errors, "stale_answers": live.stale_answers, "mode": args.mode,
+        "load_average_before": round(load_before, 1), "load_average": round(os.getloadavg()[0], 1),
     }
+    if args.mode == "http":
+        from bench._allocation_http import steady_p99_ms
+
+        figures["price_age_median_s"] = _figure(np.median(live.price_age_s or [np.nan]))
+        figures["decision_p99_steady_ms"] = _figure(steady_p99_ms(live, args.rate))
+        figures["peak_rate"] = int(np.bincount(np.floor(live.sent_s).astype(int) - int(np.floor(min(live.sent_s))))
+                                   .max()) if live.sent_s else None
+        print(f"decision p99 in seconds at <= 1.25 x the mean rate: {figures['decision_p99_steady_ms']} ms "
+              f"(busiest second: {figures['peak_rate']} requests)")
     print(json.dumps(figures))
     return 0
 

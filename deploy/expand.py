@@ -37,7 +37,7 @@ def scenario_apps(scenarios: Iterable, redis_url: str | None, namespace: str) ->
         deployment = DeploymentSpec(
             name="allocator", import_path=ALLOCATOR_IMPORT_PATH,
             init_kwargs={"scenario": scenario.model_dump(mode="json"), "redis_url": redis_url,
-                         "namespace": namespace},
+                         "namespace": namespace, "freeze_heap": True},
             num_replicas=scenario.num_replicas, resources=Resources(num_cpus=0.25), idempotent=False,
             max_ongoing_requests=64, request_timeout_s=5.0)
         apps.append(AppSpec(name=scenario_app_name(scenario.name), route_prefix=scenario.route_prefix,

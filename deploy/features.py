@@ -72,12 +72,18 @@ class FeatureActors:
         self.planners.clear()
 
 
+def _unknown(scenario: str, error: str) -> dict:
+    """A scenario whose figures cannot be read: the keys platform metrics read are there, unknown and stale."""
+    return {"scenario": scenario, "error": error, "prices_version": None, "price_age_s": None, "stale": True}
+
+
 async def feature_status(spec: Spec, redis_url: str | None, namespace: str, timeout_s: float = 2.0) -> dict:
-    """{"scenarios": [...], "pipelines": [...]} for `raygate status`; an entry says why when it cannot be read."""
+    """{"scenarios": [...], "pipelines": [...]} for `raygate status`; an entry says why when it cannot be read.
+    Each scenario carries `prices_version`, `price_age_s` and `stale` (what `metrics_snapshot` renders)."""
     if not spec.scenarios and not spec.pipelines:
         return {"scenarios": [], "pipelines": []}
     if not redis_url:
-        return {"scenarios": [{"scenario": s.name, "error": "no Redis"} for s in spec.scenarios],
+        return {"scenarios": [_unknown(s.name, "no Redis") for s in spec.scenarios],
                 "pipelines": [{"pipeline": p.name, "error": "no Redis"} for p in spec.pipelines]}
     import redis
     import redis.asyncio as aioredis
@@ -103,7 +109,7 @@ async def feature_status(spec: Spec, redis_url: str | None, namespace: str, time
     try:
         out["scenarios"] = await asyncio.wait_for(asyncio.to_thread(scenarios), 2 * timeout_s)
     except Exception as exc:
-        out["scenarios"] = [{"scenario": s.name, "error": repr(exc)} for s in spec.scenarios]
+        out["scenarios"] = [_unknown(s.name, repr(exc)) for s in spec.scenarios]
     try:
         out["pipelines"] = await asyncio.wait_for(pipelines(), 2 * timeout_s)
     except Exception as exc:

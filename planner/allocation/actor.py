@@ -35,10 +35,11 @@ class NearlinePlanner:
         self._thread.start()
 
     def status(self) -> dict:
-        """The last cycle's report (None before the first), whether the loop runs, and the backend."""
+        """The last cycle's report (None before the first), whether the loop runs, the backend, and how many
+        cycles ran, published, were refused and failed since this actor (re)started."""
         report = self.loop.last_report
         return {"scenario": self.loop.scenario.name, "running": self._thread.is_alive(),
-                "backend": self.loop.scenario.solver_backend,
+                "backend": self.loop.scenario.solver_backend, **self.loop.counts,
                 "last_cycle": None if report is None else report.as_dict()}
 
     def stop(self) -> bool:

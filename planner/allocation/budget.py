@@ -8,6 +8,7 @@ Keys (all under the scenario's hash tag, so one script touches one Redis Cluster
     {ns:scenario}:budget:leases    hash "holder|constraint" -> capacity that holder may still spend
     {ns:scenario}:budget:expiry    hash holder -> when its lease returns to the pool unless renewed
     {ns:scenario}:arrivals         hash forecast bucket (unix seconds // bucket_s) -> requests seen
+    {ns:scenario}:budget:meta      hash: epoch (a token made with the counters), restored, base|constraint
 
 One Lua script does a replica's whole sync atomically: return the expired leases of others to the pool (killed
 replicas), add the replica's consumption since the last sync to `used` and take it off its lease, count its
@@ -16,12 +17,19 @@ arrivals, and top its lease up to `fraction` of what remains (pool + held), so c
 crumbs nobody can use; a crumb smaller than that goes back to the pool). A replica spends only what it holds, so the
 total cannot exceed the capacity. While Redis is down it keeps deciding from its lease (until its own copy of the
 lease's time-to-live runs out) and buffers consumption and arrivals; the next sync writes them, nothing lost.
+
+A reset store (FLUSHDB, a lost AOF) has no epoch: whoever comes first makes the counters and a new epoch, and
+each replica's next sync brings what it saw at its previous one (everyone's consumption, the pool, its lease), so
+the consumption is restored and the capacity others held in leases is kept back until their time-to-live, rather
+than the whole capacity being handed out again (`_RESTORE`). What is lost: consumption reported after the last
+sync any surviving replica saw (at most one sync interval of the replicas that died with the reset).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,10 +40,73 @@ from planner.store import scenario_tag
 
 __all__ = ["BudgetLease", "BudgetStore", "LeaseState"]
 
+# Shared head of both scripts: the epoch, and the counters at full capacity when the store has none (first use,
+# or after a reset). ARGV: ..., K at `kpos`, a fresh epoch token at `tokpos`, names from `base`, capacities at
+# `base + capblock * K`.
+_CREATE = """
+local function fmt(x) return string.format('%.17g', x) end
+local function num(key, field) return tonumber(redis.call('HGET', key, field) or '0') end
+local epoch = redis.call('HGET', KEYS[7], 'epoch')
+if not epoch then
+  epoch = ARGV[tokpos]
+  redis.call('HSET', KEYS[7], 'epoch', epoch, 'restored', '0')
+  for k = 1, K do
+    local name, cap = ARGV[base + k], ARGV[base + capblock * K + k]
+    if redis.call('HSETNX', KEYS[1], name, cap) == 1 then
+      redis.call('HSET', KEYS[2], name, cap)
+      redis.call('HSET', KEYS[3], name, '0')
+    end
+  end
+end
+"""
+
+_ENSURE = """
+local K, tokpos, base, capblock = tonumber(ARGV[1]), 2, 2, 1
+""" + _CREATE + """
+return epoch
+"""
+
+# A holder whose lease was granted in an earlier epoch (the store was reset since) brings what it saw at its last
+# sync: the consumption reported by everyone (G), the pool (P) and its own lease (h). The first such holder
+# restores: used += G, and the leases others held then (cap - G - P - h) go to a reserve held by '~reset' that
+# returns to the pool after the time-to-live (their holders reclaim their part, or were killed). Each later one
+# adds the consumption reported after the restorer's view (G - base) and reclaims its lease, from the reserve
+# first, then the pool. So the capacity is handed out once, not again.
+_RESTORE = """
+if mine ~= '' and mine ~= epoch then
+  local first = redis.call('HGET', KEYS[7], 'restored') ~= '1'
+  for k = 1, K do
+    local name = ARGV[base + k]
+    local G, P, h = tonumber(ARGV[base + 4 * K + k]), tonumber(ARGV[base + 5 * K + k]), tonumber(ARGV[base + 6 * K + k])
+    local delta = math.max(G - num(KEYS[7], 'base|' .. name), 0)
+    if delta > 0 then
+      redis.call('HINCRBYFLOAT', KEYS[3], name, fmt(delta))
+      redis.call('HSET', KEYS[7], 'base|' .. name, fmt(G))
+    end
+    if first then
+      local reserve = math.max(num(KEYS[1], name) - G - P - h, 0)
+      redis.call('HSET', KEYS[4], '~reset|' .. name, fmt(reserve))
+      redis.call('HINCRBYFLOAT', KEYS[2], name, fmt(-(delta + reserve + h)))
+    else
+      local need = delta + h
+      local take = math.min(num(KEYS[4], '~reset|' .. name), need)
+      if take > 0 then redis.call('HINCRBYFLOAT', KEYS[4], '~reset|' .. name, fmt(-take)) end
+      if need > take then redis.call('HINCRBYFLOAT', KEYS[2], name, fmt(take - need)) end
+    end
+    redis.call('HSET', KEYS[4], holder .. '|' .. name, fmt(h))
+  end
+  if first then
+    redis.call('HSET', KEYS[7], 'restored', '1')
+    redis.call('HSET', KEYS[5], '~reset', fmt(now + ttl))
+  end
+  redis.call('HSET', KEYS[5], holder, fmt(now + ttl))
+end
+"""
+
 _SYNC = """
 local holder, now, ttl, fraction = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local release, K, base = ARGV[5] == '1', tonumber(ARGV[6]), 6
-local function fmt(x) return string.format('%.17g', x) end
+local release, K, mine, tokpos, base, capblock = ARGV[5] == '1', tonumber(ARGV[6]), ARGV[7], 8, 8, 3
+""" + _CREATE + _RESTORE + """
 local exp = redis.call('HGETALL', KEYS[5])
 for i = 1, #exp, 2 do
   local h = exp[i]
@@ -87,19 +158,10 @@ for k = 1, K do
   out[#out + 1] = redis.call('HGET', KEYS[3], name) or '0'
 end
 if release then redis.call('HDEL', KEYS[5], holder) else redis.call('HSET', KEYS[5], holder, fmt(now + ttl)) end
-local first = base + 3 * K + 1
+local first = base + 7 * K + 1
 for i = first, #ARGV, 2 do redis.call('HINCRBY', KEYS[6], ARGV[i], ARGV[i + 1]) end
+out[#out + 1] = epoch
 return out
-"""
-
-_ENSURE = """
-for i = 1, #ARGV, 2 do
-  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
-    redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
-    redis.call('HSETNX', KEYS[3], ARGV[i], '0')
-  end
-end
-return 1
 """
 
 
@@ -110,6 +172,7 @@ class LeaseState:
     held: np.ndarray  # (K,) capacity the holder may still spend
     pool: np.ndarray  # (K,) capacity nobody holds
     used: np.ndarray  # (K,) consumption reported so far by everyone
+    epoch: str = ""  # the budget store's epoch (a new one after a reset)
 
 
 class BudgetStore:
@@ -120,27 +183,39 @@ class BudgetStore:
         self.scenario = scenario
         tag = scenario_tag(namespace, scenario)
         self.keys = [f"{tag}:budget:cap", f"{tag}:budget:pool", f"{tag}:budget:used", f"{tag}:budget:leases",
-                     f"{tag}:budget:expiry", f"{tag}:arrivals"]
+                     f"{tag}:budget:expiry", f"{tag}:arrivals", f"{tag}:budget:meta"]
         self._sync = client.register_script(_SYNC)
         self._ensure = client.register_script(_ENSURE)
 
-    def ensure(self, names, capacities) -> None:
-        """Create each constraint's counters at full capacity unless they exist (idempotent, atomic)."""
-        args = []
-        for name, cap in zip(names, capacities):
-            args += [str(name), repr(float(cap))]
-        self._ensure(keys=self.keys[:3], args=args)
+    def ensure(self, names, capacities) -> str:
+        """Create each constraint's counters at full capacity and an epoch unless they exist (idempotent, atomic);
+        returns the epoch."""
+        args = [str(len(names)), uuid.uuid4().hex, *map(str, names), *(repr(float(c)) for c in capacities)]
+        return _text(self._ensure(keys=self.keys, args=args))
 
     def sync(self, holder: str, now: float, ttl_s: float, fraction: float, names, spent, min_chunk,
-             arrivals: dict[int, int] | None = None, release: bool = False) -> LeaseState:
-        """The sync script (module docstring); raises what redis-py raises when Redis is unreachable."""
+             arrivals: dict[int, int] | None = None, release: bool = False, *, capacity=None,
+             last: LeaseState | None = None) -> LeaseState:
+        """The sync script (module docstring); raises what redis-py raises when Redis is unreachable. `last` is the
+        holder's previous state (what it brings when the store was reset since); `capacity` creates the counters
+        if the store has none."""
+        K = len(names)
+        last = last or LeaseState(np.zeros(K), np.zeros(K), np.zeros(K))
+        capacity = np.zeros(K) if capacity is None else capacity
+        floats = (repr(float(x)) for block in (spent, min_chunk, capacity, last.used, last.pool, last.held)
+                  for x in block)
         args = [holder, repr(float(now)), repr(float(ttl_s)), repr(float(fraction)), "1" if release else "0",
-                str(len(names)), *map(str, names), *(repr(float(x)) for x in spent),
-                *(repr(float(x)) for x in min_chunk)]
+                str(K), last.epoch, uuid.uuid4().hex, *map(str, names), *floats]
         for bucket, count in (arrivals or {}).items():
             args += [str(int(bucket)), str(int(count))]
-        raw = np.asarray([float(x) for x in self._sync(keys=self.keys, args=args)]).reshape(-1, 3)
-        return LeaseState(held=raw[:, 0], pool=raw[:, 1], used=raw[:, 2])
+        out = self._sync(keys=self.keys, args=args)
+        raw = np.asarray([float(x) for x in out[:-1]]).reshape(-1, 3)
+        return LeaseState(held=raw[:, 0], pool=raw[:, 1], used=raw[:, 2], epoch=_text(out[-1]))
+
+    def epoch(self) -> str | None:
+        """The store's epoch token (None before the counters exist, or after a reset)."""
+        value = self.client.hget(self.keys[6], "epoch")
+        return None if value is None else _text(value)
 
     def _floats(self, key: str, names) -> np.ndarray:
         values = self.client.hmget(key, list(names))
@@ -165,9 +240,12 @@ class BudgetStore:
         pipe.execute()
 
     def holders(self) -> dict[str, float]:
-        """Lease holders and when their leases expire."""
-        return {(k.decode() if isinstance(k, bytes) else k): float(v)
-                for k, v in self.client.hgetall(self.keys[4]).items()}
+        """Lease holders and when their leases expire (the reserve of a restore, '~reset', included)."""
+        return {_text(k): float(v) for k, v in self.client.hgetall(self.keys[4]).items()}
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class BudgetLease:
@@ -194,7 +272,8 @@ class BudgetLease:
         self.valid_until = -np.inf  # clock() after which the held lease may have been reclaimed
         self.healthy = False  # the last sync reached Redis
         self.last_error: str | None = None
-        self.last_state: LeaseState | None = None
+        self.last_state: LeaseState | None = None  # what the last successful sync left (brought after a reset)
+        self.resets = 0  # budget store resets this lease recovered from
 
     def remaining(self) -> np.ndarray:
         """What may be spent now: the held lease, or nothing once it may have expired."""
@@ -226,10 +305,11 @@ class BudgetLease:
             spent, self.pending = self.pending, np.zeros_like(self.pending)
             arrivals, self._arrivals = dict(self._arrivals), defaultdict(int)
             min_chunk = np.maximum(self.min_fraction * self.capacity, self._need)
+            last = self.last_state
         started = self.clock()
         try:
             state = self.store.sync(self.holder, started, self.ttl_s, self.fraction, self.names, spent, min_chunk,
-                                    arrivals, release)
+                                    arrivals, release, capacity=self.capacity, last=last)
         except Exception as exc:  # Redis unreachable: keep everything buffered for the next sync
             with self._lock:
                 self.pending += spent
@@ -244,6 +324,7 @@ class BudgetLease:
             self.valid_until = -np.inf if release else started + 0.8 * self.ttl_s
             self.healthy = True
             self.last_error = None
+            self.resets += bool(last is not None and last.epoch and state.epoch != last.epoch)
             self.last_state = state
         return True
 

@@ -191,9 +191,12 @@ def replay_live(inst: Instance, times: np.ndarray, scenario: ScenarioSpec, clien
             next_cycle = clock.t + scenario.cycle_s
         body = request_of(inst, int(i), usage)
         t0, c0 = time.perf_counter(), time.thread_time()
-        answer = allocs[n % replicas](body)
+        alloc = allocs[n % replicas]
+        answer = alloc(body)
         out.decision_s.append(time.perf_counter() - t0)
         out.decision_cpu_s.append(time.thread_time() - c0)
+        if alloc.wants_sync:  # a lease ran short: the sync thread wakes at once (ms, not a simulated tick)
+            alloc.sync()
         out.stale_answers += answer["stale"]
         if answer["item"] is not None:
             j = next(k for k, cand in enumerate(body["candidates"]) if cand["item"] == answer["item"])

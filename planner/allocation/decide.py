@@ -53,6 +53,11 @@ class ConstraintMatrix:
                     self._per_item[item] = self.base.copy()
                 self._per_item[item][self.usage_index[c.usage], k] = 1.0
         self.base.setflags(write=False)
+        # One (R, K) slice per item a constraint names, the base matrix at index 0: a request gathers its items'
+        # weights in one indexing operation.
+        self._index = {item: p + 1 for p, item in enumerate(self._per_item)}
+        self._stacked = np.stack([self.base, *self._per_item.values()])
+        self._stacked.setflags(write=False)
 
     @property
     def R(self) -> int:
@@ -67,8 +72,9 @@ class ConstraintMatrix:
 
     def consumption(self, items, usage: np.ndarray) -> np.ndarray:
         """(J, K) consumption of each candidate: usage (J, R) through each item's (R, K) weights."""
-        stacked = np.stack([self.weights(item) for item in items])  # (J, R, K)
-        return np.einsum("jr,jrk->jk", usage, stacked)
+        index = self._index
+        stacked = self._stacked[[index.get(item, 0) for item in items]]  # (J, R, K)
+        return np.matmul(usage[:, None, :], stacked)[:, 0, :]
 
 
 @dataclass(frozen=True)

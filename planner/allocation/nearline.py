@@ -32,7 +32,7 @@ from planner.allocation.pacing import (
     per_request_rates,
     update_correction,
 )
-from planner.allocation.samples import SampleStore, samples_instance
+from planner.allocation.samples import SampleStore, sample_weight, samples_instance
 from planner.allocation.scenario import ScenarioSpec
 from planner.instance import Instance
 from planner.solver import Solution, SolverConfig
@@ -123,6 +123,7 @@ class NearlineLoop:
         self._served_cum = 0.0  # requests served over those cycles
         self.correction_min_requests = 1000  # requests before the correction acts
         self.last_report: CycleReport | None = None
+        self.counts = {"cycles": 0, "published": 0, "refused": 0, "failed": 0}  # since this loop started
 
     @property
     def end_at(self) -> float:
@@ -135,13 +136,14 @@ class NearlineLoop:
         self.budget.ensure(self.names, self.capacity)
 
     def _remaining_requests(self, now: float, arrivals: dict[int, int]) -> float:
+        """N(t): the forecast (or the rate seen so far, extrapolated) times 1 + forecast_margin."""
         forecast = self.forecast.remaining(now, self.end_at)
-        if forecast is not None:
-            return max(forecast, 1.0)
-        seen = sum(c for b, c in arrivals.items() if b * self.scenario.bucket_s >= (self.start_at or now))
-        elapsed = max(now - (self.start_at or now), 1e-9)
-        rate = seen / elapsed if seen else len(self.window) / max(self.scenario.cycle_s, 1e-9)
-        return max(rate * max(self.end_at - now, 0.0), 1.0)
+        if forecast is None:
+            seen = sum(c for b, c in arrivals.items() if b * self.scenario.bucket_s >= (self.start_at or now))
+            elapsed = max(now - (self.start_at or now), 1e-9)
+            rate = seen / elapsed if seen else len(self.window) / max(self.scenario.cycle_s, 1e-9)
+            forecast = rate * max(self.end_at - now, 0.0)
+        return max(forecast * (1.0 + self.scenario.forecast_margin), 1.0)
 
     def _correct(self, used: np.ndarray, arrivals_total: float, report: CycleReport) -> None:
         """Accumulate what the published prices planned (per request, times the requests served) and what was
@@ -168,6 +170,11 @@ class NearlineLoop:
             report.error = f"{type(exc).__name__}: {exc}"
             log.warning("nearline_cycle_failed", exc_info=True, extra={"scenario": self.scenario.name})
         self.last_report = report
+        published = report.published
+        self.counts["cycles"] += 1
+        self.counts["published"] += bool(published is not None and published.accepted)
+        self.counts["refused"] += bool(published is not None and not published.accepted)
+        self.counts["failed"] += bool(report.error)
         return report
 
     def _cycle(self, now: float, report: CycleReport) -> None:
@@ -176,8 +183,11 @@ class NearlineLoop:
         self.window.extend(fresh)
         used = self.budget.used(self.names)
         arrivals = self.budget.arrivals()
-        self.forecast.update(arrivals, now)
-        N = self._remaining_requests(now, arrivals)
+        # Before the campaign starts (a future `starts_at`) the traffic to plan for begins at the start: the
+        # buckets before it are history, not a campaign running at zero rate.
+        planned_from = max(now, self.start_at or now)
+        self.forecast.update(arrivals, planned_from)
+        N = self._remaining_requests(planned_from, arrivals)
         report.samples, report.remaining_requests, report.forecast_model = len(self.window), N, \
             self.forecast.model_name
         report.used = used.tolist()
@@ -188,7 +198,8 @@ class NearlineLoop:
             report.error = "no sampled requests yet"
             return
         records = list(self.window)
-        b = paced_capacities(self.capacity, used, len(records), N, self.correction)
+        weight = sample_weight(records)  # the requests the sample stands for (stratified records weigh less)
+        b = paced_capacities(self.capacity, used, weight, N, self.correction)
         inst = samples_instance(records, self.matrix, b)
         initial = self.last_lam if self.last_lam is not None and len(self.last_lam) == len(b) else None
         t0 = time.perf_counter()
@@ -198,7 +209,7 @@ class NearlineLoop:
         report.certificate = price_certificate(cert.dual_objective, cert.primal_objective, cert.max_violation)
         best = np.where(inst.mask, inst.c, 0.0).max(axis=1)
         plan = {"rate": per_request_rates(self.capacity, used, N).tolist(), "remaining_requests": N,
-                "value_scale": float(np.mean(np.maximum(best, 0.0))), "correction": self.correction.tolist(),
+                "value_scale": float(np.sum(np.maximum(best, 0.0)) / weight), "correction": self.correction.tolist(),
                 "forecast_model": self.forecast.model_name, "samples": len(records), "plan_use": report.plan_use,
                 "used": report.used, "solve_s": report.solve_s}
         report.published = self.prices.publish_certified(
@@ -207,7 +218,7 @@ class NearlineLoop:
             plan=plan, now=self.clock)
         self.last_lam = np.asarray(sol.lam, dtype=np.float64)  # the next warm start either way
         if report.published.accepted:
-            self._planned_per_request = np.asarray(sol.consumption) / len(records)
+            self._planned_per_request = np.asarray(sol.consumption) / weight
         else:
             log.info("nearline_not_published", extra={"scenario": self.scenario.name,
                                                       "reason": report.published.reason})

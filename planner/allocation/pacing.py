@@ -21,7 +21,7 @@ def remaining_budget(capacity: np.ndarray, used: np.ndarray) -> np.ndarray:
     return np.maximum(np.asarray(capacity, dtype=np.float64) - used, 0.0)
 
 
-def paced_capacities(capacity: np.ndarray, used: np.ndarray, sample_size: int, remaining_requests: float,
+def paced_capacities(capacity: np.ndarray, used: np.ndarray, sample_size: float, remaining_requests: float,
                      correction: np.ndarray | None = None) -> np.ndarray:
     """b_k(t) * |S| / N(t) * correction_k, floored at a tiny share of the capacity."""
     capacity = np.asarray(capacity, dtype=np.float64)

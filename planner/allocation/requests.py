@@ -48,6 +48,32 @@ def _text(payload: dict, key: str, field: str) -> str:
     return str(x)
 
 
+_FINITE_TYPES = (float, int)  # exact types: bool (an int subclass) takes the slow path and is refused there
+
+
+def _fast_candidate(cand, j: int, items: list, value: np.ndarray, usage: np.ndarray, usage_index: dict[str, int],
+                    probabilities: bool) -> bool:
+    """Fill candidate j if it is well formed (the common case, no messages built); False sends it to the checks
+    that name the field."""
+    if type(cand) is not dict:
+        return False
+    item, v, use = cand.get("item"), cand.get("value"), cand.get("usage", {})
+    if type(item) is not str or not 0 < len(item) <= 200 or type(v) not in _FINITE_TYPES or type(use) is not dict:
+        return False
+    if not math.isfinite(v) or (probabilities and not 0.0 <= v <= 1.0):
+        return False
+    row = usage[j]
+    for name, amount in use.items():
+        r = usage_index.get(name)
+        if r is None or type(amount) not in _FINITE_TYPES or not math.isfinite(amount) or amount < 0:
+            row[:] = 0.0
+            return False
+        row[r] = amount
+    items.append(item)
+    value[j] = v
+    return True
+
+
 def parse_decision(payload, usage_index: dict[str, int], probabilities: bool) -> DecisionRequest:
     """Validate `{"user", "candidates": [{"item", "value", "usage": {type: amount}}]}`."""
     if not isinstance(payload, dict):
@@ -63,6 +89,8 @@ def parse_decision(payload, usage_index: dict[str, int], probabilities: bool) ->
     J, R = len(cands), len(usage_index)
     items, value, usage = [], np.empty(J), np.zeros((J, R))
     for j, cand in enumerate(cands):
+        if _fast_candidate(cand, j, items, value, usage, usage_index, probabilities):
+            continue
         where = f"candidates[{j}]"
         if not isinstance(cand, dict):
             raise BadInput(f"{where}: expected an object with 'item', 'value' and 'usage'")

@@ -12,6 +12,7 @@ replica passes the request path so one class serves both (`__call__(payload, pat
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import socket
@@ -33,11 +34,20 @@ from planner.allocation.decide import (
 )
 from planner.allocation.requests import parse_decision, parse_feedback
 from planner.allocation.samples import SampleStore
+from planner.allocation.sampling import ItemStratifiedSampler
 from planner.allocation.scenario import ScenarioSpec
 from planner.store import DualPriceReader, DualPrices, DualPriceStore
 from replicas import Reply
 
 __all__ = ["Allocator"]
+
+
+def _freeze_heap() -> None:
+    """Collect once, then move everything alive (imports, the scenario, Ray's own objects) out of the cyclic
+    collector's sight: a full collection then scans only what came later. Measured in a replica at 500 req/s: the
+    first full collections paused decisions 37-195 ms (a p99 at the client); frozen, 0.03 ms."""
+    gc.collect()
+    gc.freeze()
 
 
 class Allocator:
@@ -47,7 +57,8 @@ class Allocator:
 
     def __init__(self, scenario, redis_url: str | None = None, namespace: str = "raygate",
                  replica_id: str | None = None, *, client=None, clock: Callable[[], float] = time.time,
-                 background: bool = True, poll_s: float = 5.0, seed: int | None = None, remember: int = 100_000):
+                 background: bool = True, poll_s: float | None = None, seed: int | None = None,
+                 remember: int = 100_000, freeze_heap: bool = False):
         self.scenario = scenario if isinstance(scenario, ScenarioSpec) else ScenarioSpec.model_validate(scenario)
         self.clock = clock
         if client is None:
@@ -71,7 +82,8 @@ class Allocator:
         self.sample_store = SampleStore(client, sc.name, namespace)
         self.calibration = Calibration(sc.calibration, sc.calibration_half_life, sc.calibration_min_feedback)
         self._lock = threading.Lock()
-        self._rng = random.Random(seed)
+        self._sampler = ItemStratifiedSampler(sc.sample_rate, sc.solver_sample_size, sc.min_item_samples,
+                                              random.Random(seed))
         self._lam = np.zeros(self.matrix.K)  # the local prices: last published, then corrected per request
         self._version, self._computed_at, self._epoch = 0, None, ""
         self._rate: np.ndarray | None = None  # per-request budget rates of the plan (None: no correction)
@@ -88,11 +100,13 @@ class Allocator:
         self._ensured = False  # the budget counters exist in Redis (created by whoever comes first)
         if background:
             self.start(poll_s)
+        if freeze_heap:  # the platform's replicas: this process serves this allocator and nothing else
+            _freeze_heap()
 
     # -- lifecycle ----------------------------------------------------------------------------------
-    def start(self, poll_s: float = 5.0) -> Allocator:
-        """Start the price reader and the sync loop (threads)."""
-        self.reader.start(poll_s)
+    def start(self, poll_s: float | None = None) -> Allocator:
+        """Start the price reader (polling every `poll_s`, default the scenario's price_poll_s) and the sync loop."""
+        self.reader.start(poll_s or self.scenario.price_poll_s)
         thread = threading.Thread(target=self._sync_loop, name=f"alloc-sync-{self.scenario.name}", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -111,10 +125,16 @@ class Allocator:
             self.client.close()
 
     def _sync_loop(self) -> None:
+        interval = self.scenario.sync_interval_s
         while not self._stop.is_set():
             self.sync()
-            self._wake.wait(self.scenario.sync_interval_s)
-            self._wake.clear()
+            if self._wake.wait(interval):  # woken by a short lease: once the pool is empty every request would
+                self._stop.wait(interval / 10)  # wake it, so at most ten extra syncs per interval
+
+    @property
+    def wants_sync(self) -> bool:
+        """A lease ran short since the last sync (the sync thread is woken at once)."""
+        return self._wake.is_set()
 
     def sync(self) -> bool:
         """Renew the lease, write consumption, arrivals and samples. Never raises; False if Redis failed."""
@@ -124,6 +144,7 @@ class Allocator:
                 self._ensured = True
             except Exception:  # Redis down at start: decide from nothing (no lease) until it is back
                 pass
+        self._wake.clear()
         ok = self.lease.sync()
         return self._flush_samples() and ok
 
@@ -168,14 +189,16 @@ class Allocator:
                 choice = decide(values, consumption, self._lam, self.lease.remaining())  # raced: once more
                 if choice.index >= 0 and not self.lease.try_spend(choice.consumption):
                     choice = type(choice)(-1, choice.score, np.zeros(self.matrix.K), True, choice.consumption)
-            self._unit = consumption_unit(self._unit, choice.consumption)
+            if choice.index >= 0:
+                self._unit = consumption_unit(self._unit, choice.consumption)
             if self._rate is not None:
                 self._lam = dmd_step(self._lam, choice.consumption, self._rate, self.scenario.dmd_step,
                                      self._value_scale, self._unit)
             version, computed_at = self._version, self._computed_at
-            if self._rng.random() < self.scenario.sample_rate:
+            weight = self._sampler.offer(req.items)
+            if weight is not None:
                 self._samples.append({"t": self.clock(), "items": list(req.items), "value": values.tolist(),
-                                      "usage": req.usage.tolist()})
+                                      "usage": req.usage.tolist(), "w": weight})
             item = req.items[choice.index] if choice.index >= 0 else None
             if item is not None and self.scenario.calibration != "off":
                 self._predictions[(req.user, item)] = float(req.value[choice.index])

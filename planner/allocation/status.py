@@ -37,6 +37,7 @@ def scenario_status(client, scenario: ScenarioSpec, namespace: str = "raygate", 
         "prices_version": None if prices is None else prices.version,
         "prices_epoch": None if prices is None else prices.epoch,
         "prices_age_s": None if prices is None else max(0.0, now - prices.computed_at),
+        "price_age_s": None if prices is None else max(0.0, now - prices.computed_at),  # contract 2's name
         "stale": prices is None or now - prices.computed_at > scenario.stale_after_s,
         "certificate": None if prices is None else prices.certificate,
         "forecast": {"model": plan.get("forecast_model"), "remaining_requests": plan.get("remaining_requests")},

@@ -97,6 +97,9 @@ async def test_scenario_decides_at_its_route_and_follows_published_prices(featur
             await asyncio.sleep(0.2)
     status = ray.get(platform.platform.controller.status.remote(), timeout=30)
     assert [s["scenario"] for s in status["scenarios"]] == ["coupons"]
+    scenario = status["scenarios"][0]  # what platform metrics render (contract 2)
+    assert scenario["prices_version"] >= published.version and scenario["price_age_s"] >= 0
+    assert scenario["stale"] is False
 
 
 async def test_pipeline_stages_run_as_deployments_and_survive_a_stage_replica_kill(featured):

@@ -38,7 +38,8 @@ def test_planner_actor_publishes_and_is_restarted_after_a_kill(ray_cluster, redi
     store = DualPriceStore(redis_client)
     first = wait_for(lambda: store.read("actor"))
     assert first.names == sc.constraint_names
-    assert ray.get(handle.status.remote(), timeout=30)["running"]
+    status = wait_for(lambda: (got := ray.get(handle.status.remote(), timeout=30))["published"] >= 1 and got)
+    assert status["running"] and status["cycles"] >= status["published"]
     ray.kill(handle, no_restart=False)
     time.sleep(1.0)
     again = ray.get_actor(planner_actor_name("actor"))

@@ -145,3 +145,55 @@ def test_redis_down_decisions_go_on_from_the_lease_and_nothing_is_lost(redis_cli
     flaky.down = True
     clock.t += 25.0  # past 0.8 * ttl without a successful sync: the pool may reclaim the lease soon
     assert not one.try_spend(np.array([0.1, 0.0])) and not one.remaining().any()
+
+
+@pytest.mark.integration
+def test_a_flushed_store_is_restored_from_the_replicas_records_and_never_overspends(redis_client):
+    """FLUSHDB mid-campaign (a third of the budget spent, three replicas holding leases): the planner's ensure
+    makes a new epoch at full capacity, the replicas' next syncs restore the consumption and keep back what the
+    others held; spending on until the budget is gone, everything the replicas really spent, the dead one's
+    included, stays within capacity (without the restore the whole capacity was handed out a second time)."""
+    store = BudgetStore(redis_client, "s")
+    first_epoch = store.ensure(NAMES, CAP)
+    clock = Clock()
+    leases = [lease(store, f"r{i}", clock, ttl_s=10.0) for i in range(3)]
+    spent = np.zeros(2)
+    step = np.array([0.5, 0.05])
+
+    def spend(one, times):
+        nonlocal spent
+        for _ in range(times):
+            if one.try_spend(step):
+                spent = spent + step
+            else:
+                one.sync()
+
+    for one in leases:
+        one.sync()
+    while store.used(NAMES)[0] < CAP[0] / 3:
+        for one in leases:
+            spend(one, 5)
+            one.sync()
+    alive = leases[:2]  # leases[2] dies with the flush, holding a lease (what it spent was reported)
+    for one in alive:
+        spend(one, 3)
+        one.sync()
+    before = store.used(NAMES)
+    spend(alive[0], 3)  # reported only after the flush
+    redis_client.flushdb()
+    assert store.ensure(NAMES, CAP) != first_epoch  # the planner comes first: a new epoch at full capacity
+    assert store.used(NAMES).tolist() == [0.0, 0.0]
+    alive[0].sync()
+    alive[1].sync()
+    assert np.all(store.used(NAMES) >= before + 3 * step - 1e-9), "consumption restored, not reset to zero"
+    assert alive[0].resets == alive[1].resets == 1
+    held = alive[0].held + alive[1].held
+    assert np.all(store.pool(NAMES) + store.used(NAMES) + held <= CAP + 1e-9), "others' leases kept back"
+    for _ in range(100):
+        for one in alive:
+            spend(one, 3)
+            one.sync()
+        clock.t += 0.5  # the reserve of the dead replica's lease returns after its time-to-live (10 s)
+    assert np.all(spent <= CAP * (1 + 1e-9)), f"spent {spent} of {CAP}"
+    assert np.all(spent >= 0.95 * CAP), "the budget was still usable after the restore"
+    assert np.all(store.used(NAMES) <= CAP + 1e-9)

@@ -89,6 +89,7 @@ def test_status_shows_use_plan_prices_forecast_and_certificate(redis_client):
     assert report.published.accepted, report.published
     st = scenario_status(redis_client, sc, now=1008.0)
     assert st["prices_version"] == 1 and st["prices_age_s"] == pytest.approx(3.0) and not st["stale"]
+    assert st["price_age_s"] == st["prices_age_s"]  # the name platform metrics read (contract 2)
     assert [c["name"] for c in st["constraints"]] == list(sc.constraint_names)
     assert all(c["used"] == 0.0 and c["planned_use"] is not None and c["price"] >= 0 for c in st["constraints"])
     assert st["certificate"]["rigorous_gap"] <= sc.gap_tol and st["forecast"]["remaining_requests"] > 0
@@ -107,3 +108,21 @@ def test_default_solve_runs_the_real_solver_cold_and_warm():
     warm = solve(inst, inst.b, cold.lam)
     assert warm.certificate.gap <= 5e-3 and warm.certificate.max_violation <= 5e-3
     assert warm.iterations <= cold.iterations
+
+
+def test_cycles_before_a_future_start_plan_for_the_campaign_only(redis_client):
+    """A planner started before `starts_at` (history up to the start, nothing since) plans for the campaign's
+    traffic from its start: N is one season's arrivals (x 1 + forecast_margin), not the forecast from now (which
+    would add the time before the start) and not zero."""
+    from planner.allocation.budget import BudgetStore
+    from planner.allocation.campaign import sample_of
+    from planner.allocation.samples import SampleStore
+
+    past, live = campaign(n=400, prior=400)
+    sc = scenario_from_instance(live, name="early", horizon_s=100, cycle_s=10, starts_at=1000.0, season_s=100,
+                                season_buckets=4, forecast_margin=0.0)
+    SampleStore(redis_client, "early").append([sample_of(past, i, 0.0) for i in range(past.n)])
+    BudgetStore(redis_client, "early").add_arrivals({b: 100 for b in range(32, 40)})  # two seasons before 1000
+    report = NearlineLoop(sc, redis_client, clock=lambda: 940.0).cycle()
+    assert report.published.accepted, report.published
+    assert report.remaining_requests == pytest.approx(400, rel=0.1)

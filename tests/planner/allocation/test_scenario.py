@@ -70,3 +70,17 @@ def test_the_spec_is_frozen():
     spec = ScenarioSpec.model_validate(base())
     with pytest.raises(ValidationError):
         spec.cycle_s = 5
+
+
+def test_timing_knobs_follow_the_cycle_unless_given():
+    """Left out, the timing knobs are functions of cycle_s (the issue's 10 s cycle keeps 0.2 s syncs, 30 s leases,
+    60 s staleness); a 1 s cycle gets 20 syncs a cycle, 3 s leases and 6 s staleness; a given value wins; the
+    resolved figures survive a dump and a re-parse."""
+    day = ScenarioSpec.model_validate(base())
+    assert (day.sync_interval_s, day.lease_ttl_s, day.stale_after_s, day.price_poll_s) == (0.2, 30.0, 60.0, 5.0)
+    short = ScenarioSpec.model_validate(base(cycle_s=1, horizon_s=20))
+    assert (short.sync_interval_s, short.lease_ttl_s, short.stale_after_s, short.price_poll_s) == (0.05, 3.0, 6.0,
+                                                                                                   1.0)
+    given = ScenarioSpec.model_validate(base(cycle_s=1, horizon_s=20, sync_interval_s=0.5, stale_after_s=None))
+    assert given.sync_interval_s == 0.5 and given.stale_after_s == 6.0
+    assert ScenarioSpec.model_validate(short.model_dump(mode="json")) == short

@@ -113,6 +113,7 @@ def test_coupon_example_optimum_not_first_come_first_served(redis_client):
     planner's prices (planned on a sample of the same traffic) the coupons go to users 3 and 4, whose uplift is
     higher."""
     sc = coupon_scenario(horizon_s=60, season_s=240, season_buckets=4, starts_at=180.0, lease_fraction=1.0,
+                         forecast_margin=0.0,  # four users, two coupons: pace to the forecast itself
                          constraints=({"name": "coupons", "capacity": 2, "usage": "count"},))
     uplift = {"user1": 0.3, "user2": 0.35, "user3": 0.8, "user4": 0.9}
 
