@@ -91,6 +91,24 @@ async def test_weights_change_at_runtime_with_sticky_keys_and_minimal_movement(p
         await _gateways_caught_up(platform)
 
 
+async def test_weight_swaps_under_load_lose_no_request(platform):
+    """Four splits while 150 requests/s flow (open loop): every request answers 200, and the answers follow
+    the swaps (both versions answer). Replicas and queues carry over each table swap."""
+    from tests.load import steady_load
+
+    load = asyncio.ensure_future(steady_load(platform.url + "/linear", 150, 3.0))
+    try:
+        for v1 in (50, 0, 100, 30):
+            await _admin_split(platform, v1=v1, v2=100 - v1)
+        samples = await load
+    finally:
+        await _admin_split(platform, v1=90, v2=10)
+        await _gateways_caught_up(platform)
+    failed = [s for s in samples if s.status != 200]
+    assert samples and not failed, f"{len(failed)} of {len(samples)} failed: {failed[:3]}"
+    assert {s.replica.split(".")[2].split("#")[0] for s in samples} == {"v1", "v2"}
+
+
 async def test_pinning_unknown_versions_and_ignored_pins(platform):
     async with ClientSession() as session:
         for _ in range(10):
