@@ -68,3 +68,21 @@ def test_documented_controller_and_channel_numbers_are_the_defaults():
     deployment = DeploymentSpec(name="d", import_path="m:f")
     assert DEFAULT_MAX_REPLICAS == 64 and deployment.max_replicas == 64
     assert deployment.max_retries == 3 and deployment.max_queued_requests == 256
+
+
+# Reading the environment: os.getenv(...), os.environ.get(...), os.environ[...] (not an assignment), dict(os.environ).
+_ENV_READ = re.compile(r"os\.getenv\(|os\.environ\.get\(|os\.environ\[[^\]]+\](?!\s*=[^=])|dict\(os\.environ\)")
+# Entry points (design.md: CLI, `up`, the planner's commands; the Keeper's command) and user example code.
+_MAY_READ_ENV = {"deploy/cli.py", "deploy/up.py", "planner/commands.py", "deploy/keeper.py", "deploy/examples/models.py"}
+
+
+def test_the_environment_is_read_only_by_entry_points():
+    """design.md: "The environment is read only by entry points ...; library modules get their settings passed
+    down." (Writing it for the processes Ray starts is allowed.)"""
+    readers = []
+    for package in ("deploy", "gateway", "replicas", "planner", "autoscale", "raygate"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            name = str(path.relative_to(REPO))
+            if name not in _MAY_READ_ENV and _ENV_READ.search(path.read_text()):
+                readers.append(name)
+    assert readers == []
