@@ -86,3 +86,15 @@ def test_the_environment_is_read_only_by_entry_points():
             if name not in _MAY_READ_ENV and _ENV_READ.search(path.read_text()):
                 readers.append(name)
     assert readers == []
+
+
+def test_status_shows_redis_urls_without_their_password():
+    """README "Event pipelines": status shows each pipeline's Redis URL without its password (the same helper
+    feeds `feature_status`); the controller's Redis errors hide it too."""
+    from deploy.features import redacted_url
+    from deploy.persistence import redacted
+
+    url = "redis://:s3cret-pw@127.0.0.1:6390/2"
+    for shown in (redacted_url(url), redacted(url)):
+        assert "s3cret-pw" not in shown and "127.0.0.1:6390" in shown
+    assert redacted_url("redis://127.0.0.1:6390/0") == "redis://127.0.0.1:6390/0" and redacted_url(None) is None
