@@ -106,7 +106,8 @@ async def test_a_split_made_during_an_apply_is_kept(platform):
 
 def test_redis_needs_the_password(redis_server):
     """Without the password nothing can be read (the channel token, the state); with it, it can."""
-    stranger = redis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=2)
+    # retry=None: redis-py retries an AuthenticationError (a ConnectionError) with back-off, ~4 s for nothing
+    stranger = redis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=2, retry=None)
     with pytest.raises(redis.exceptions.AuthenticationError):
         stranger.get("raygate:raygate-controller:state")
     assert redis.Redis.from_url(redis_server.url).ping()
