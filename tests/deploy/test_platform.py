@@ -181,10 +181,14 @@ def _thread_niceness(pid: int) -> set[int]:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="raising a niceness needs root or CAP_SYS_NICE")
-def test_serving_processes_run_at_niceness_zero(platform):
+async def test_serving_processes_run_at_niceness_zero(platform):
     """design.md "Actors, loops and priority": Ray starts workers at niceness 15; every gateway and replica
     raises all its threads to 0 once ready, where permitted."""
-    status = platform.platform.status()
+    def serving():  # a gateway killed by an earlier test may still be coming back
+        status = platform.platform.status()
+        return status if all(g["state"].lower() == "serving" and g["pid"] > 0 for g in status["gateways"]) else None
+
+    status = await wait_for(serving, 60, "every gateway serving", period_s=0.2)
     pids = [g["pid"] for g in status["gateways"]]
     pids += [r["pid"] for a in status["apps"] if a["name"] == "quickstart" for d in a["deployments"]
              for v in d["versions"] for r in v["replicas"] if r["state"] == "RUNNING"]
