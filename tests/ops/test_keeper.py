@@ -168,21 +168,12 @@ def test_one_cluster_killed_under_load_loses_no_idempotent_request(tmp_path, sid
     from tests.ops.cluster_procs import Started, wait_until
 
     token = "keeper-test-token"
-    b = side_platforms()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RAY_ADDRESS", "RAYGATE_URL")}
     env["RAYGATE_ADMIN_TOKEN"] = token
-    env["KEEPER_TEST_TOKEN_B"] = b.admin_token
     (tmp_path / "empty.yaml").write_text(yaml.safe_dump({"apps": [], "gateway": {"num_gateways": 1}}))
     (tmp_path / "app.yaml").write_text(yaml.safe_dump(APP_SPEC))
     port_a = free_port()
-    urls = {"a": f"http://127.0.0.1:{port_a}", "b": b.url}
-    tokens = {"a": "RAYGATE_ADMIN_TOKEN", "b": "KEEPER_TEST_TOKEN_B"}
     keeper_port = free_port()
-    # Short policy knobs (checks every 0.2 s, still two in a row to change state): the scenario, not its pace.
-    (tmp_path / "keeper.yaml").write_text(yaml.safe_dump({
-        "spec": str(tmp_path / "app.yaml"), "port": keeper_port, "check_interval_s": 0.2, "fail_after": 2,
-        "recover_after": 2, "reapply_interval_s": 5,
-        "clusters": [{"name": n, "url": urls[n], "token_env": tokens[n]} for n in ("a", "b")]}))
 
     def up_a() -> Started:
         run_env = dict(env, RAYGATE_RUN_DIR=str(tmp_path / "run-a"))
@@ -196,6 +187,15 @@ def test_one_cluster_killed_under_load_loses_no_idempotent_request(tmp_path, sid
     started: dict[str, Started] = {}
     try:
         started["a"] = up_a()
+        b = side_platforms()  # while A boots
+        env["KEEPER_TEST_TOKEN_B"] = b.admin_token
+        urls = {"a": f"http://127.0.0.1:{port_a}", "b": b.url}
+        tokens = {"a": "RAYGATE_ADMIN_TOKEN", "b": "KEEPER_TEST_TOKEN_B"}
+        # Short policy knobs (checks every 0.2 s, still two in a row to change state): the scenario, not its pace.
+        (tmp_path / "keeper.yaml").write_text(yaml.safe_dump({
+            "spec": str(tmp_path / "app.yaml"), "port": keeper_port, "check_interval_s": 0.2, "fail_after": 2,
+            "recover_after": 2, "reapply_interval_s": 5,
+            "clusters": [{"name": n, "url": urls[n], "token_env": tokens[n]} for n in ("a", "b")]}))
         started["a"].wait_for("serving on", 300)
         started["keeper"] = Started(["-m", "deploy.keeper", str(tmp_path / "keeper.yaml")],
                                     tmp_path / "keeper.log", env)
