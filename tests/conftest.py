@@ -29,6 +29,8 @@ def run_root() -> Path:
 
 PLATFORM_DB = 0  # the session platform's controller state
 STORE_DB = 1  # store tests (flushed per test)
+SIDE_DB = 2  # side platforms (`side_platforms`): each has its own controller name, so its own key prefix
+# DB 3: tests/autoscale/test_platform_autoscale.py's own platform
 
 
 @pytest.fixture(scope="session")
@@ -193,3 +195,51 @@ def platform(ray_cluster, platform_redis_url, run_root):
     running.apply(spec)
     yield RunningPlatform(running, f"http://127.0.0.1:{port}", "test-admin-token", spec, flag_dir)
     running.stop()
+
+
+class SidePlatform:
+    """A small extra platform on the session's Ray: its own controller name (so its own Redis keys), port,
+    admin token and one gateway process."""
+
+    def __init__(self, platform, url: str, admin_token: str, redis_url: str, name: str) -> None:
+        self.platform = platform
+        self.url = url
+        self.admin_token = admin_token
+        self.redis_url = redis_url
+        self.name = name
+        self.state_key = f"raygate:{name}:state"  # where its controller saves its state
+
+
+@pytest.fixture
+def side_platforms(ray_cluster, redis_server, run_root):
+    """Start side platforms for one test (`start(spec_or_None)`); each is stopped after it unless the test
+    already shut it down. Cheaper than a second Ray: destructive cases (a tampered state, a shutdown, a
+    cluster the Keeper watches) get their own platform and leave the session's alone."""
+    import secrets
+
+    from deploy.embedded import free_port
+    from deploy.gateways import gateway_config
+    from deploy.platform import Platform
+    from deploy.policy import ControllerConfig
+    from deploy.spec import GatewaySpec
+
+    started: list[SidePlatform] = []
+
+    def start(spec=None) -> SidePlatform:
+        name, port, token = f"raygate-side-{secrets.token_hex(3)}", free_port(), secrets.token_urlsafe(12)
+        gateway = gateway_config(GatewaySpec(port=port, num_gateways=1), admin_token=token, controller_name=name,
+                                 namespace="raygate", log_dir=str(run_root / "side-logs"))
+        url = redis_server.url_for(SIDE_DB)
+        running = Platform(ControllerConfig(redis_url=url, name=name, gateway=gateway)).start()
+        side = SidePlatform(running, f"http://127.0.0.1:{port}", token, url, name)
+        started.append(side)
+        if spec is not None:
+            running.apply(spec)
+        return side
+
+    yield start
+    for side in started:
+        try:
+            side.platform.stop()
+        except Exception:  # already shut down by the test
+            pass

@@ -4,7 +4,6 @@ control plane. Every bad input gets a 400 naming the field, and nothing changes.
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 import subprocess
 import sys
@@ -13,9 +12,9 @@ import orjson
 import pytest
 import ray
 import redis
-from aiohttp import ClientSession
+from aiohttp import ClientConnectionError, ClientSession
 
-from deploy.embedded import free_port, write_private_file
+from deploy.embedded import write_private_file
 from deploy.spec import parse_spec
 from tests.deploy.platform_checks import (
     admin_post,
@@ -107,7 +106,8 @@ async def test_a_split_made_during_an_apply_is_kept(platform):
 
 def test_redis_needs_the_password(redis_server):
     """Without the password nothing can be read (the channel token, the state); with it, it can."""
-    stranger = redis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=2)
+    # retry=None: redis-py retries an AuthenticationError (a ConnectionError) with back-off, ~4 s for nothing
+    stranger = redis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=2, retry=None)
     with pytest.raises(redis.exceptions.AuthenticationError):
         stranger.get("raygate:raygate-controller:state")
     assert redis.Redis.from_url(redis_server.url).ping()
@@ -138,27 +138,14 @@ def test_secret_files_are_0600_from_creation(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def side_platform(ray_cluster, redis_server, run_root):
-    """A second, small platform (its own controller name, Redis database, port and one gateway) for the
-    destructive cases: tampering with its saved state, shutting it down."""
-    from deploy.gateways import gateway_config
-    from deploy.platform import Platform
-    from deploy.policy import ControllerConfig
-    from deploy.spec import GatewaySpec
-
-    name, port, token = f"raygate-side-{secrets.token_hex(3)}", free_port(), secrets.token_urlsafe(12)
-    gateway = gateway_config(GatewaySpec(port=port, num_gateways=1), admin_token=token, controller_name=name,
-                             namespace="raygate", log_dir=str(run_root / "side-logs"))
-    url = redis_server.url_for(2)
-    running = Platform(ControllerConfig(redis_url=url, name=name, gateway=gateway)).start()
+def side_platform(side_platforms):
+    """A second, small platform (tests/conftest.py `side_platforms`) for the destructive cases: tampering with
+    its saved state, shutting it down."""
     spec = parse_spec({"apps": [{"name": "tiny", "route_prefix": "/tiny", "ingress": "flaky", "deployments": [{
         "name": "flaky", "import_path": "deploy.examples.models:Flaky", "resources": {"num_cpus": 0.05}}]}]})
-    running.apply(spec)
-    yield running, f"http://127.0.0.1:{port}", token, spec, redis.Redis.from_url(url), f"raygate:{name}:state"
-    try:
-        running.stop()
-    except Exception:  # already shut down by the test
-        pass
+    side = side_platforms(spec)
+    return (side.platform, side.url, side.admin_token, spec, redis.Redis.from_url(side.redis_url),
+            side.state_key)
 
 
 async def _tiny_answers(url: str) -> int:
@@ -196,9 +183,12 @@ async def test_a_tampered_saved_state_is_refused_after_a_controller_restart(side
 
 
 async def test_raygate_down_on_a_joined_platform_shuts_it_down_through_the_admin_api(side_platform, tmp_path):
-    """`raygate down` with no local `up` posts /-/admin/shutdown: the gateway stops answering and the
-    replicas are stopped."""
+    """/-/admin/shutdown with a wrong token is refused (401) and the platform keeps serving; `raygate down` with
+    no local `up` posts /-/admin/shutdown with the token: the gateway stops answering and the replicas stop."""
     platform, url, token, _, _, _ = side_platform
+    code, answer = await admin_post(url, "wrong-token", "/-/admin/shutdown", {})
+    assert code == 401, answer
+    assert await _tiny_answers(url) == 200
     replicas = [r for a in platform.status()["apps"] for d in a["deployments"] for v in d["versions"]
                 for r in v["replicas"]]
     assert replicas
@@ -210,7 +200,7 @@ async def test_raygate_down_on_a_joined_platform_shuts_it_down_through_the_admin
         try:
             await _tiny_answers(url)
             return False
-        except OSError:
+        except (OSError, ClientConnectionError):  # refused, or a keep-alive the stopping gateway closed
             return True
     await wait_for(stopped, 60, "the gateway to stop", period_s=0.3)
     await wait_for(lambda: all(not psutil_alive(r["pid"]) for r in replicas), 60, "the replicas to stop")
@@ -220,10 +210,3 @@ def psutil_alive(pid: int) -> bool:
     import psutil
 
     return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-
-
-async def test_admin_shutdown_needs_the_token(side_platform):
-    _, url, _, _, _, _ = side_platform
-    code, answer = await admin_post(url, "wrong-token", "/-/admin/shutdown", {})
-    assert code == 401, answer
-    assert await _tiny_answers(url) == 200

@@ -134,6 +134,22 @@ async def test_retired_replicas_are_drained_only_after_every_router_acknowledged
     assert drained == ["v2#1"] and ctl.acks.timeouts == 0
 
 
+async def test_a_split_returns_only_once_every_router_runs_the_new_table():
+    """README: `raygate split` returns once every gateway acknowledged the table with the new weights."""
+    ctl = await _controller()
+    await ctl.watch_table(ctl.table.version, 0.01, "gateway-0-21")
+    before = ctl.table.version
+    split = asyncio.create_task(ctl.set_weights("q", "lin", {"v2": 50}))
+    for _ in range(200):  # bounded: until the new table is published and waits for its acknowledgement
+        if ctl.table.version > before and ctl.acks.pending(ctl.table.version) == ["gateway-0-21"]:
+            break
+        await asyncio.sleep(0.005)
+    assert ctl.acks.pending(ctl.table.version) == ["gateway-0-21"] and not split.done()
+    await ctl.watch_table(ctl.table.version, 0.01, "gateway-0-21")
+    await asyncio.wait_for(split, 1.0)
+    assert ctl.acks.timeouts == 0
+
+
 async def test_retire_gives_up_waiting_after_the_ack_timeout_and_counts_it():
     ctl = await _controller(clock=__import__("time").monotonic)
     drained = []

@@ -184,6 +184,26 @@ def test_gateway_serves_on_uvloop(platform):
     assert ray.get([g.loop_type.remote() for g in gateways]) == ["uvloop.Loop", "uvloop.Loop"]
 
 
+def _thread_niceness(pid: int) -> set[int]:
+    return {os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="raising a niceness needs root or CAP_SYS_NICE")
+async def test_serving_processes_run_at_niceness_zero(platform):
+    """design.md "Actors, loops and priority": Ray starts workers at niceness 15; every gateway and replica
+    raises all its threads to 0 once ready, where permitted."""
+    def serving():  # a gateway killed by an earlier test may still be coming back
+        status = platform.platform.status()
+        return status if all(g["state"].lower() == "serving" and g["pid"] > 0 for g in status["gateways"]) else None
+
+    status = await wait_for(serving, 60, "every gateway serving", period_s=0.2)
+    pids = [g["pid"] for g in status["gateways"]]
+    pids += [r["pid"] for a in status["apps"] if a["name"] == "quickstart" for d in a["deployments"]
+             for v in d["versions"] for r in v["replicas"] if r["state"] == "RUNNING"]
+    assert len(pids) >= 4 and all(pid > 0 for pid in pids), pids
+    assert {pid: _thread_niceness(pid) for pid in pids} == {pid: {0} for pid in pids}
+
+
 def _errors_total(text: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith('raygate_requests_total{app="errors"'))

@@ -84,7 +84,7 @@ def test_up_serves_deploys_and_sigterm_leaves_no_process(tmp_path):
         redis_port = next(c.laddr.port for c in redis_process.net_connections(kind="inet")
                           if c.status == psutil.CONN_LISTEN)
         with pytest.raises(redis.exceptions.AuthenticationError):
-            redis.Redis(host="127.0.0.1", port=redis_port, socket_timeout=2).keys("*")
+            redis.Redis(host="127.0.0.1", port=redis_port, socket_timeout=2, retry=None).keys("*")  # no back-off
         password = (run_dir / "redis-password").read_text()
         assert redis.Redis(host="127.0.0.1", port=redis_port, password=password).exists(
             "raygate:raygate-controller:state")

@@ -73,23 +73,30 @@ def _new_ejections(platform, replica_id: str, known: list[dict], fault_at: float
 
 async def _under_load(platform, fault, duration_s=4.0, at_s=1.0, **load):
     """Steady load; the fault lands `at_s` into it (the moment is part of the scenario, not a wait)."""
+    samples, fault_at, _ = await _fault_under_load(platform, fault, None, duration_s, at_s, **load)
+    return samples, fault_at
+
+
+async def _fault_under_load(platform, fault, victim_id: str | None, duration_s=4.0, at_s=1.0, **load):
+    """`_under_load`, also returning the victim's ejections recorded just before the fault: one that happened
+    before it (a fresh replica's first connection timing out under load) is not one the fault caused."""
     load_task = asyncio.ensure_future(steady_load(platform.url + "/chaos", RATE, duration_s, **load))
     await asyncio.sleep(at_s)
+    known = await asyncio.to_thread(_ejections_of, platform, victim_id) if victim_id else []
     fault_at = time.time()
     await fault()
     samples = await load_task
-    return samples, fault_at
+    return samples, fault_at, known
 
 
 async def test_sigkill_costs_no_request_and_is_ejected_for_the_lost_connection(platform):
     await _wait_whole(platform)
     victim = _victim(platform)
-    known = _ejections_of(platform, victim["replica_id"])
 
     async def kill():
         os.kill(victim["pid"], signal.SIGKILL)
 
-    samples, killed_at = await _under_load(platform, kill)
+    samples, killed_at, known = await _fault_under_load(platform, kill, victim["replica_id"])
     failed = [s for s in samples if s.status != 200]
     assert not failed, f"{len(failed)} of {len(samples)} failed: {failed[:3]}"
     assert any(s.replica == victim["replica_id"] for s in samples if s.started < killed_at)  # it was serving
@@ -101,13 +108,13 @@ async def test_frozen_replica_under_load_is_ejected_as_stalled_and_costs_no_requ
     """SIGSTOP: the replica's connection stays open but nothing answers; its waiting requests move elsewhere."""
     await _wait_whole(platform)
     victim = _victim(platform)
-    known = _ejections_of(platform, victim["replica_id"])
+    known: list[dict] = []
 
     async def freeze():
         os.kill(victim["pid"], signal.SIGSTOP)
 
     try:
-        samples, frozen_at = await _under_load(platform, freeze)
+        samples, frozen_at, known = await _fault_under_load(platform, freeze, victim["replica_id"])
     finally:
         _resume(victim["pid"])
     failed = [s for s in samples if s.status != 200]
@@ -149,14 +156,13 @@ async def test_half_alive_replica_is_ejected_by_outlier_detection(platform):
     its waiting requests are retried elsewhere: none fails. Latency figures: bench/chaos.py (half_alive)."""
     await _wait_whole(platform)
     victim = _victim(platform)
-    known = _ejections_of(platform, victim["replica_id"])
     flag = platform.flag_dir / f"stall-{victim['pid']}"
 
     async def sicken():
         flag.touch()
 
     try:
-        samples, sick_at = await _under_load(platform, sicken)
+        samples, sick_at, known = await _fault_under_load(platform, sicken, victim["replica_id"])
     finally:
         flag.unlink(missing_ok=True)
     failed = [s for s in samples if s.status != 200]

@@ -13,6 +13,8 @@ import pytest
 import ray
 from aiohttp import ClientSession
 
+from tests.deploy.platform_checks import admin_post, wait_for
+
 pytestmark = pytest.mark.integration
 
 
@@ -32,12 +34,23 @@ def _split(platform, *weights: str) -> str:
 
 
 async def _keys_to_versions(session, url, keys) -> dict[str, str]:
-    out = {}
-    for key in keys:
-        status, version = await _version_of(session, url, **{"X-Raygate-Split-Key": key})
+    """The version each key's request lands on (16 requests at a time: stickiness does not depend on order)."""
+    semaphore = asyncio.Semaphore(16)
+
+    async def one(key):
+        async with semaphore:
+            status, version = await _version_of(session, url, **{"X-Raygate-Split-Key": key})
         assert status == 200
-        out[key] = version
-    return out
+        return key, version
+
+    return dict(await asyncio.gather(*(one(key) for key in keys)))
+
+
+async def _admin_split(platform, **weights: int) -> None:
+    """The same split through the admin API (what `raygate split` posts), without a CLI process."""
+    code, answer = await admin_post(platform.url, platform.admin_token, "/-/admin/split",
+                                    {"app": "quickstart", "deployment": "linear", "weights": weights})
+    assert code == 200, answer
 
 
 async def _gateways_caught_up(platform, timeout_s: float = 10.0) -> None:
@@ -67,15 +80,33 @@ async def test_weights_change_at_runtime_with_sticky_keys_and_minimal_movement(p
             share_v2 = sum(v == "v2" for v in before.values()) / len(keys)
             stats = ray.get([g.stats.remote() for g in platform.platform.gateways()])
             assert 0.40 < share_v2 < 0.60, [s["ejections"][-3:] for s in stats]
-            _split(platform, "v1=20", "v2=80")
+            await _admin_split(platform, v1=20, v2=80)
             await _gateways_caught_up(platform)
             after = await _keys_to_versions(session, url, keys)
         moved = [(before[k], after[k]) for k in keys if before[k] != after[k]]
         assert all(move == ("v1", "v2") for move in moved), moved[:5]
         assert 0.20 < len(moved) / len(keys) < 0.40
     finally:
-        _split(platform, "v1=90", "v2=10")
+        await _admin_split(platform, v1=90, v2=10)
         await _gateways_caught_up(platform)
+
+
+async def test_weight_swaps_under_load_lose_no_request(platform):
+    """Four splits while 150 requests/s flow (open loop): every request answers 200, and the answers follow
+    the swaps (both versions answer). Replicas and queues carry over each table swap."""
+    from tests.load import steady_load
+
+    load = asyncio.ensure_future(steady_load(platform.url + "/linear", 150, 3.0))
+    try:
+        for v1 in (50, 0, 100, 30):
+            await _admin_split(platform, v1=v1, v2=100 - v1)
+        samples = await load
+    finally:
+        await _admin_split(platform, v1=90, v2=10)
+        await _gateways_caught_up(platform)
+    failed = [s for s in samples if s.status != 200]
+    assert samples and not failed, f"{len(failed)} of {len(samples)} failed: {failed[:3]}"
+    assert {s.replica.split(".")[2].split("#")[0] for s in samples} == {"v1", "v2"}
 
 
 async def test_pinning_unknown_versions_and_ignored_pins(platform):
@@ -109,21 +140,25 @@ async def test_mirrored_traffic_never_delays_the_primary(platform):
                    if line.startswith('raygate_mirror_requests_total{app="mirror"') and 'version="shadow"' in line
                    and 'code="200"' in line)
 
-    async with ClientSession() as session:
+    async def counted() -> float:
         async with session.get(platform.url + "/metrics") as r:
-            before = mirror_count(await r.text())
+            return mirror_count(await r.text())
+
+    async with ClientSession() as session:
+        # One copy first, waited for: a fresh replica runs its first burst of sync calls as one batch on one
+        # thread (replicas/channel/server.py), which would make the 20 copies take 20 x 1.5 s / 2 gateways.
+        warm = await counted()
+        assert await _version_of(session, platform.url + "/mirror") == (200, "v1")
+        await wait_for(lambda: _more(counted(), warm), 30, "the first mirrored copy", period_s=0.1)
+        before = await counted()
         answers = await asyncio.gather(*(_version_of(session, platform.url + "/mirror") for _ in range(20)))
         assert answers == [(200, "v1")] * 20
-        async with session.get(platform.url + "/metrics") as r:
-            assert mirror_count(await r.text()) == before  # no copy had finished when the primaries had
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            async with session.get(platform.url + "/metrics") as r:
-                done = mirror_count(await r.text()) - before
-            if done >= 20:
-                break
-            await asyncio.sleep(0.5)
-    assert done >= 20, f"only {done} mirrored copies answered"
+        assert await counted() == before  # no copy had finished when the primaries had
+        await wait_for(lambda: _more(counted(), before + 19), 30, "20 mirrored copies answered", period_s=0.1)
+
+
+async def _more(count, than: float) -> bool:
+    return (await count) > than
 
 
 async def test_status_shows_weights_and_per_version_traffic(platform):

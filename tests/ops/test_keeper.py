@@ -155,11 +155,14 @@ async def test_keeper_applies_everywhere_and_reorders_endpoints_on_failure_and_r
 # -- two real platforms -------------------------------------------------------------------------------
 @pytest.mark.integration
 @pytest.mark.timeout(600)
-def test_one_cluster_killed_under_load_loses_no_idempotent_request(tmp_path):
-    """Two `raygate up` platforms (own Ray, Redis, run dir, port) started empty; the Keeper deploys the app to
-    both. Under steady load from a client that follows the Keeper, cluster A (preferred) is killed whole
-    (SIGKILL: gateway, Ray, Redis): every call is still answered (by B), the Keeper moves A behind B; A is
-    started again on its run dir, recovers the spec, and calls go back to A. No call fails at any point."""
+def test_one_cluster_killed_under_load_loses_no_idempotent_request(tmp_path, side_platforms):
+    """Cluster A is a `raygate up` (own Ray, Redis, run dir, port), cluster B a platform of its own on the
+    session's Ray (own controller, Redis keys, port, token); both start empty and the Keeper deploys the app to
+    both. Under steady load from a client that follows the Keeper, A (preferred) is killed whole (SIGKILL:
+    gateway, Ray, Redis): every call is still answered (by B), the Keeper moves A behind B; A is started again
+    on its run dir, recovers the spec, and calls go back to A. No call fails at any point."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from deploy.embedded import free_port
     from raygate import ClientConfig
     from tests.ops.cluster_procs import Started, wait_until
@@ -169,18 +172,13 @@ def test_one_cluster_killed_under_load_loses_no_idempotent_request(tmp_path):
     env["RAYGATE_ADMIN_TOKEN"] = token
     (tmp_path / "empty.yaml").write_text(yaml.safe_dump({"apps": [], "gateway": {"num_gateways": 1}}))
     (tmp_path / "app.yaml").write_text(yaml.safe_dump(APP_SPEC))
-    ports = {"a": free_port(), "b": free_port()}
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    port_a = free_port()
     keeper_port = free_port()
-    (tmp_path / "keeper.yaml").write_text(yaml.safe_dump({
-        "spec": str(tmp_path / "app.yaml"), "port": keeper_port, "check_interval_s": 0.5, "fail_after": 2,
-        "recover_after": 2, "reapply_interval_s": 5,
-        "clusters": [{"name": n, "url": urls[n], "token_env": "RAYGATE_ADMIN_TOKEN"} for n in ("a", "b")]}))
 
-    def up(name: str) -> Started:
-        run_env = dict(env, RAYGATE_RUN_DIR=str(tmp_path / f"run-{name}"))
-        return Started(["-m", "deploy.cli", "up", str(tmp_path / "empty.yaml"), "--port", str(ports[name]),
-                        "--num-cpus", "2"], tmp_path / f"up-{name}.log", run_env)
+    def up_a() -> Started:
+        run_env = dict(env, RAYGATE_RUN_DIR=str(tmp_path / "run-a"))
+        return Started(["-m", "deploy.cli", "up", str(tmp_path / "empty.yaml"), "--port", str(port_a),
+                        "--num-cpus", "2"], tmp_path / "up-a.log", run_env)
 
     def keeper_doc() -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{keeper_port}/-/keeper/endpoints", timeout=2) as r:
@@ -188,9 +186,17 @@ def test_one_cluster_killed_under_load_loses_no_idempotent_request(tmp_path):
 
     started: dict[str, Started] = {}
     try:
-        started["a"], started["b"] = up("a"), up("b")
-        for name in ("a", "b"):
-            started[name].wait_for("serving on", 300)
+        started["a"] = up_a()
+        b = side_platforms()  # while A boots
+        env["KEEPER_TEST_TOKEN_B"] = b.admin_token
+        urls = {"a": f"http://127.0.0.1:{port_a}", "b": b.url}
+        tokens = {"a": "RAYGATE_ADMIN_TOKEN", "b": "KEEPER_TEST_TOKEN_B"}
+        # Short policy knobs (checks every 0.2 s, still two in a row to change state): the scenario, not its pace.
+        (tmp_path / "keeper.yaml").write_text(yaml.safe_dump({
+            "spec": str(tmp_path / "app.yaml"), "port": keeper_port, "check_interval_s": 0.2, "fail_after": 2,
+            "recover_after": 2, "reapply_interval_s": 5,
+            "clusters": [{"name": n, "url": urls[n], "token_env": tokens[n]} for n in ("a", "b")]}))
+        started["a"].wait_for("serving on", 300)
         started["keeper"] = Started(["-m", "deploy.keeper", str(tmp_path / "keeper.yaml")],
                                     tmp_path / "keeper.log", env)
         wait_until(lambda: all(c["up"] for c in keeper_doc()["clusters"]), 240, "the app running on both clusters")
@@ -207,7 +213,7 @@ def test_one_cluster_killed_under_load_loses_no_idempotent_request(tmp_path):
         wait_until(lambda: keeper_doc()["endpoints"][0] == urls["b"], 60, "the Keeper to put B first")
         wait_until(lambda: load.answered_by(urls["b"], since=killed_at) >= 50, 60, "calls answered by B")
 
-        started["a"] = up("a")  # same run dir: Redis' append-only file brings the spec back
+        started["a"] = up_a()  # same run dir: Redis' append-only file brings the spec back
         started["a"].wait_for("serving on", 300)
         wait_until(lambda: keeper_doc()["endpoints"][0] == urls["a"], 240, "the Keeper to put A first again")
         back_at = len(load.results)
@@ -216,9 +222,8 @@ def test_one_cluster_killed_under_load_loses_no_idempotent_request(tmp_path):
         assert load.failures == [], load.failures[:5]
         assert len(load.results) > 100
     finally:
-        for name in ("keeper", "a", "b"):
-            if name in started:
-                started[name].stop()
+        with ThreadPoolExecutor(len(started) or 1) as pool:  # each stop waits for its process: side by side
+            list(pool.map(lambda process: process.stop(), started.values()))
 
 
 class _Load:

@@ -200,3 +200,30 @@ def test_reply_refuses_a_status_outside_2xx():
 
     with pytest.raises(ValueError, match="200-299"):
         Reply({}, status=500)
+
+
+class Rendezvous:
+    """A sync model whose calls all wait for each other: they answer only if `parties` of them run at once."""
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=2.0)
+
+    def __call__(self, payload):
+        self.barrier.wait()  # BrokenBarrierError (a 500) when the calls run one after another
+        return {"ok": True}
+
+
+@pytest.mark.xfail(reason="README 'Sync code runs on worker threads (tiny calls in batches)': a fresh replica "
+                          "has measured no call yet, so its first burst of slow calls runs as one batch on one "
+                          "thread (replicas/channel/server.py _call_seconds starts at 0); for EDGE", strict=False)
+async def test_a_fresh_replica_runs_concurrent_sync_calls_on_worker_threads():
+    """Four calls sent at once to a replica that has served nothing yet run side by side (max_ongoing 8)."""
+    core, server, port = await _serve(Rendezvous(4), max_ongoing=8)
+    conn = ReplicaConnection(asyncio.get_running_loop(), "127.0.0.1", port, TOKEN)
+    try:
+        answers = await asyncio.gather(*(conn.request(b"r%d" % i, b"/", b"{}") for i in range(4)))
+        assert [status for status, _ in answers] == [STATUS_OK] * 4
+    finally:
+        conn.close()
+        server.close()
+        core.close()

@@ -292,3 +292,34 @@ async def test_requests_queued_for_a_frozen_single_replica_fall_back_when_it_is_
     fleet.check()
     results = await asyncio.wait_for(asyncio.gather(*calls), 2)
     assert [r.version for r in results] == ["v2"] * 6
+
+
+class _OnlyTheFirstIsDropped(list):
+    """Fleet.log that lets the first request a replica receives drop its connection, and no later one."""
+
+    def __init__(self, replicas) -> None:
+        super().__init__()
+        self.replicas = list(replicas)
+        for replica in self.replicas:
+            replica.drop = True
+
+    def append(self, item) -> None:
+        super().append(item)
+        if len(self) > 1:
+            for replica in self.replicas:
+                replica.drop = False
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+async def test_get_and_head_are_idempotent_by_default_and_post_is_not(method):
+    """README "Failover": with `idempotent` unset, GET and HEAD count as idempotent: a request lost with its
+    replica's connection is sent again and answered; a POST is not sent again."""
+    fleet = Fleet({"v1": 2}, idempotent=None)
+    fleet.log = _OnlyTheFirstIsDropped(fleet.replicas.values())
+    if method == "POST":
+        with pytest.raises(ReplicaFailed):
+            await fleet.call(method=method)
+        assert len(fleet.log) == 1 and not fleet.observer.of("retried")
+    else:
+        assert (await fleet.call(method=method)).status == 200
+        assert len(fleet.log) == 2 and fleet.observer.of("retried")
