@@ -165,7 +165,9 @@ class ReplicaCore:
         self._executor = None if user.is_async else ThreadPoolExecutor(
             max_workers=max(1, min(max_ongoing_requests, 32)), thread_name_prefix="raygate-user")
         self._batch: list[tuple[Any, int, bytes, bytes]] = []
-        self._call_seconds = 0.0  # moving average of one sync call
+        # Moving average of one sync call; a fresh replica presumes its calls slow until it has measured them,
+        # so its first burst runs side by side on worker threads, not as one batch on one thread.
+        self._call_seconds = _BATCH_BELOW_S
 
     # -- admission ----------------------------------------------------------------------------------
     def admit_connection(self, conn: "ChannelServerProtocol") -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import orjson
 import pytest
@@ -20,7 +21,7 @@ from replicas.channel.frames import (
     STATUS_OK,
     STATUS_USER_ERROR,
 )
-from replicas.channel.server import ChannelServerProtocol, ReplicaCore
+from replicas.channel.server import _BATCH_BELOW_S, ChannelServerProtocol, ReplicaCore
 
 TOKEN = b"secret-token"
 
@@ -213,15 +214,44 @@ class Rendezvous:
         return {"ok": True}
 
 
-@pytest.mark.xfail(reason="README 'Sync code runs on worker threads (tiny calls in batches)': a fresh replica "
-                          "has measured no call yet, so its first burst of slow calls runs as one batch on one "
-                          "thread (replicas/channel/server.py _call_seconds starts at 0); for EDGE", strict=False)
 async def test_a_fresh_replica_runs_concurrent_sync_calls_on_worker_threads():
     """Four calls sent at once to a replica that has served nothing yet run side by side (max_ongoing 8)."""
     core, server, port = await _serve(Rendezvous(4), max_ongoing=8)
     conn = ReplicaConnection(asyncio.get_running_loop(), "127.0.0.1", port, TOKEN)
     try:
         answers = await asyncio.gather(*(conn.request(b"r%d" % i, b"/", b"{}") for i in range(4)))
+        assert [status for status, _ in answers] == [STATUS_OK] * 4
+    finally:
+        conn.close()
+        server.close()
+        core.close()
+
+
+class SlowFirstThenRendezvous:
+    """Fast calls until `arm()`; then one slow call (`{"slow": true}`) and three that answer only side by side."""
+
+    def __init__(self) -> None:
+        self.barrier = threading.Barrier(3, timeout=2.0)
+
+    def __call__(self, payload):
+        if payload.get("slow"):
+            time.sleep(0.05)
+        elif payload.get("meet"):
+            self.barrier.wait()
+        return {"ok": True}
+
+
+async def test_a_batch_that_turns_slow_hands_the_rest_to_worker_threads():
+    """Once calls measure fast they run in batches; a batch whose first call turns slow must not make the calls
+    behind it wait on the same thread (three of them here answer only when they run at once)."""
+    core, server, port = await _serve(SlowFirstThenRendezvous(), max_ongoing=8)
+    conn = ReplicaConnection(asyncio.get_running_loop(), "127.0.0.1", port, TOKEN)
+    try:
+        for _ in range(40):  # fast calls bring the measured cost under the batching threshold
+            await asyncio.gather(*(conn.request(b"w", b"/", b"{}") for _ in range(4)))
+        assert core._call_seconds < _BATCH_BELOW_S
+        bodies = [b'{"slow": true}'] + [b'{"meet": true}'] * 3
+        answers = await asyncio.gather(*(conn.request(b"r%d" % i, b"/", body) for i, body in enumerate(bodies)))
         assert [status for status, _ in answers] == [STATUS_OK] * 4
     finally:
         conn.close()
