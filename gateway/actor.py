@@ -137,6 +137,9 @@ class Gateway:
         # collection never scans it and stalls the loop for tens of ms.
         gc.collect()
         gc.freeze()
+        # A spare takes over from its loop thread the moment a sibling dies, often under load: at Ray's worker
+        # niceness that wake-up would wait behind everything else. Idle, priority costs nothing.
+        serving_priority()
         structlog.get_logger("raygate.gateway").info("gateway_spare_ready", pid=os.getpid(), node_ip=self.node_ip,
                                                      constructor_s=self.constructor_s)
 
