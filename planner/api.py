@@ -11,6 +11,7 @@ from planner.backends import BACKENDS, BackendUnavailable, default_backend, make
 from planner.instance import Instance, count_users, load_instance, load_partition
 from planner.sampling import sample_users
 from planner.solver import SolverConfig, certify, solve
+from planner.ties import DEFAULT_TIE_BREAK
 from planner.warmstart import WarmStartConfig, solve_warm
 
 __all__ = ["solve_file", "solve_loaded"]
@@ -29,6 +30,7 @@ def _record(sol, backend: str, names: tuple[str, ...]) -> dict:
         "gap": cert.gap,
         "converged": bool(sol.converged),
         "constraint_names": list(names),
+        "tie_break": DEFAULT_TIE_BREAK,  # the online rule must raise values the same way (planner.ties.break_ties)
     }
 
 

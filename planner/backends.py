@@ -56,19 +56,20 @@ def default_backend() -> str:
     return available_backends()[0]
 
 
-def make_kernel(name: str, inst: Instance):
-    """An in-process kernel for `inst` (the ray backend is built by planner.ray_backend instead)."""
+def make_kernel(name: str, inst: Instance, first_user: int = 0):
+    """An in-process kernel for `inst` (the ray backend is built by planner.ray_backend instead); `first_user`: the
+    row of inst's first user in the whole instance (a partition's offset, which the tie-break hashes)."""
     if name == "numpy":
         from planner.kernels import ArrayKernel
 
-        return ArrayKernel(inst)
+        return ArrayKernel(inst, first_user=first_user)
     if name == "numba":
         ok, why = numba_status()
         if not ok:
             raise BackendUnavailable(f"backend 'numba' is unavailable: {why}")
         from planner.numba_kernels import NumbaKernel
 
-        return NumbaKernel(inst)
+        return NumbaKernel(inst, first_user=first_user)
     if name == "cupy":
         ok, why = cupy_status()
         if not ok:
@@ -77,5 +78,5 @@ def make_kernel(name: str, inst: Instance):
 
         from planner.kernels import ArrayKernel
 
-        return ArrayKernel(inst, xp=cupy, chunk_users=1 << 22, name="cupy")
+        return ArrayKernel(inst, xp=cupy, chunk_users=1 << 22, name="cupy", first_user=first_user)
     raise BackendUnavailable(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")

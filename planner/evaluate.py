@@ -9,6 +9,7 @@ import numpy as np
 from planner.instance import Instance
 from planner.kernels import ArrayKernel
 from planner.solver import certify
+from planner.ties import DEFAULT_TIE_BREAK, tie_broken_values
 
 __all__ = ["Judgement", "judge_prices", "online_choices", "hard_stop_objective"]
 
@@ -25,13 +26,14 @@ class Judgement:
     consumption: np.ndarray  # (K,) of the online rule
 
 
-def online_choices(inst: Instance, lam: np.ndarray) -> np.ndarray:
-    """Chosen slot per user (-1 for nothing): argmax over real slots, lowest j on ties, only if the score > 0."""
+def online_choices(inst: Instance, lam: np.ndarray, tie_break: float = DEFAULT_TIE_BREAK) -> np.ndarray:
+    """Chosen slot per user (-1 for nothing): argmax over real slots of the tie-broken score (`planner.ties`; exact
+    ties left then go to the lowest j), only if that score is > 0: the choices the kernels' pass makes."""
     v = np.einsum("rpk,k->rp", inst.A, np.asarray(lam, dtype=np.float64))
     load = np.zeros(inst.c.shape)
     for r in range(inst.R):
         load += inst.w[:, :, r] * v[r][inst.item]
-    s = np.where(inst.mask, inst.c - load, -np.inf)
+    s = np.where(inst.mask, tie_broken_values(inst.c, inst.item, tie_break) - load, -np.inf)
     j = np.argmax(s, axis=1)
     best = s[np.arange(inst.n), j]
     return np.where(best > 0, j, -1)

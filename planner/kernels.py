@@ -9,6 +9,9 @@ For prices lambda (K,), one pass computes, without ever forming the (n, J, K) co
     smooth   : the entropic smoothing at temperature tau (softmax over the slots and the "nothing" option), its
                value tau * log(1 + sum_j exp(s_ij / tau)) and expected consumption (the smoothed dual's gradient)
 
+Scores use the tie-broken values c' (`planner.ties`: c raised by at most `tie_break` x |c| by a hash of (user,
+item)), the rule's primal value the true c of the chosen slots, so the certificate prices the tie-break in.
+
 Every pass returns a `PassResult` of host (NumPy) K-vectors and floats; results of user partitions simply add,
 which is what the Ray merger does.
 """
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.instance import Instance
+from planner.ties import DEFAULT_TIE_BREAK, tie_broken_values
 
 __all__ = ["PassResult", "ArrayKernel", "combine_results", "curvature_from_usage", "to_host"]
 
@@ -28,8 +32,8 @@ __all__ = ["PassResult", "ArrayKernel", "combine_results", "curvature_from_usage
 class PassResult:
     """Sums over a set of users for one price vector (all additive across user partitions)."""
 
-    hard_value: float  # sum_i max(0, max_j s_ij): the dual's user part at these prices
-    primal_value: float  # sum_i c_i,chosen: objective of the online rule
+    hard_value: float  # sum_i max(0, max_j s_ij): the dual's user part at these prices (tie-broken values)
+    primal_value: float  # sum_i c_i,chosen: objective of the online rule (true values)
     hard_consumption: np.ndarray  # (K,) consumption of the online rule
     smooth_value: float  # sum_i tau * log(1 + sum_j exp(s_ij / tau)); 0.0 when tau == 0
     smooth_consumption: np.ndarray  # (K,) expected consumption under the softmax; zeros when tau == 0
@@ -70,17 +74,22 @@ class ArrayKernel:
     """The pass written against `xp`; arrays are moved to xp's device once, at construction.
 
     `chunk_users` bounds temporaries to a few (chunk, J) arrays, which keeps NumPy in cache and CuPy within memory.
+    `tie_break`: relative size of the tie-breaking raise of the values (0: none); `first_user`: the row of this
+    block's first user in the whole instance (a partition's offset), which the tie-break hashes.
     """
 
     name = "numpy"
 
-    def __init__(self, inst: Instance, xp=np, chunk_users: int = 1 << 15, name: str | None = None):
+    def __init__(self, inst: Instance, xp=np, chunk_users: int = 1 << 15, name: str | None = None,
+                 tie_break: float = DEFAULT_TIE_BREAK, first_user: int = 0):
         self.xp = xp
         self.name = name or ("numpy" if xp is np else getattr(xp, "__name__", "xp"))
         self.K, self.R, self.P = inst.K, inst.R, inst.P
         self.n = inst.n
         self.chunk_users = max(1, int(chunk_users))
         self.c = xp.asarray(inst.c)
+        self.c_score = self.c if tie_break <= 0 else xp.asarray(tie_broken_values(inst.c, inst.item, tie_break,
+                                                                                   first_user))
         self.mask = xp.asarray(inst.mask)
         self.item = xp.asarray(inst.item)
         self.w = xp.asarray(inst.w)
@@ -101,13 +110,14 @@ class ArrayKernel:
         for start in range(0, self.n, self.chunk_users):
             stop = min(self.n, start + self.chunk_users)
             c = self.c[start:stop]
+            cs = self.c_score[start:stop]
             mask = self.mask[start:stop]
             item = self.item[start:stop]
             w = self.w[start:stop]
             load = w[:, :, 0] * v[0][item]
             for r in range(1, R):
                 load += w[:, :, r] * v[r][item]
-            s = xp.where(mask, c - load, -xp.inf)
+            s = xp.where(mask, cs - load, -xp.inf)
             rows = xp.arange(stop - start)
             jstar = xp.argmax(s, axis=1)  # first maximum: ties go to the lowest j
             best = s[rows, jstar]

@@ -14,6 +14,7 @@ from numba import prange  # a plain import: nothing is compiled until _compiled(
 
 from planner.instance import Instance
 from planner.kernels import PassResult, curvature_from_usage
+from planner.ties import DEFAULT_TIE_BREAK, tie_broken_values
 
 __all__ = ["NumbaKernel", "numba_available"]
 
@@ -26,7 +27,7 @@ def numba_available() -> bool:
     return True
 
 
-def _user_pass(c, mask, item, w, v, tau, n_blocks):  # compiled lazily by _compiled()
+def _user_pass(cs, c, mask, item, w, v, tau, n_blocks):  # compiled lazily by _compiled()
     n, J = c.shape
     R = w.shape[2]
     P = v.shape[1]
@@ -49,7 +50,7 @@ def _user_pass(c, mask, item, w, v, tau, n_blocks):  # compiled lazily by _compi
             for j in range(J):
                 if mask[i, j]:
                     it = item[i, j]
-                    acc = c[i, j]
+                    acc = cs[i, j]  # tie-broken value: the rule's score
                     for r in range(R):
                         acc -= w[i, j, r] * v[r, it]
                     s[j] = acc
@@ -106,23 +107,26 @@ def _compiled():
 
 
 class NumbaKernel:
-    """Compiled-loop twin of ArrayKernel on host NumPy arrays (no copies of the instance's arrays)."""
+    """Compiled-loop twin of ArrayKernel on host NumPy arrays (no copies of the instance's arrays but the
+    tie-broken values; `tie_break` and `first_user` as in ArrayKernel)."""
 
     name = "numba"
 
-    def __init__(self, inst: Instance, blocks_per_thread: int = 4):
+    def __init__(self, inst: Instance, blocks_per_thread: int = 4, tie_break: float = DEFAULT_TIE_BREAK,
+                 first_user: int = 0):
         import numba
 
         self.K, self.R, self.P, self.n = inst.K, inst.R, inst.P, inst.n
         self.c, self.mask, self.item, self.w = inst.c, inst.mask, inst.item, inst.w
         self.A = inst.A
+        self.c_score = tie_broken_values(inst.c, inst.item, tie_break, first_user)  # inst.c itself when 0
         self.n_blocks = max(1, min(self.n, numba.get_num_threads() * blocks_per_thread))
         self._pass = _compiled()
 
     def evaluate(self, lam: np.ndarray, tau: float = 0.0) -> PassResult:
         v = np.ascontiguousarray(np.einsum("rpk,k->rp", self.A, np.asarray(lam, dtype=np.float64)))
-        usage_hard, usage_soft, usage_curv, sums = self._pass(self.c, self.mask, self.item, self.w, v, float(tau),
-                                                  self.n_blocks)
+        usage_hard, usage_soft, usage_curv, sums = self._pass(self.c_score, self.c, self.mask, self.item, self.w, v,
+                                                              float(tau), self.n_blocks)
         hard_cons = np.einsum("rp,rpk->k", usage_hard, self.A)
         soft_cons = np.einsum("rp,rpk->k", usage_soft, self.A) if tau > 0 else np.zeros(self.K)
         return PassResult(hard_value=float(sums[0]), primal_value=float(sums[1]), hard_consumption=hard_cons,

@@ -49,7 +49,7 @@ class PartitionWorker:
             from planner.backends import default_backend
 
             backend = default_backend()
-        self.kernel = make_kernel(backend, inst)
+        self.kernel = make_kernel(backend, inst, first_user=start)
         self.users = inst.n
         self.backend = backend
 

@@ -8,13 +8,15 @@ import pytest
 from planner.instance import dense_consumption, subset_users
 from planner.kernels import ArrayKernel, combine_results
 from planner.numba_kernels import NumbaKernel
+from planner.ties import tie_broken_values
 from tests.planner.planner_testlib import small_instance
 
 
 def _brute_force(inst, lam, tau):
-    """Straight from the definitions with the explicit (n, J, K) consumption."""
+    """Straight from the definitions with the explicit (n, J, K) consumption: scores on the tie-broken values
+    (`planner.ties`, hashed over the whole instance's rows), the primal on the true ones."""
     M = dense_consumption(inst)
-    s = np.where(inst.mask, inst.c - M @ lam, -np.inf)
+    s = np.where(inst.mask, tie_broken_values(inst.c, inst.item) - M @ lam, -np.inf)
     j = np.argmax(s, axis=1)
     best = s[np.arange(inst.n), j]
     chosen = best > 0
@@ -69,7 +71,8 @@ def test_partition_sums_add_up():
     inst = small_instance(n=900, K=8)
     lam = np.full(inst.K, 0.3)
     whole = ArrayKernel(inst).evaluate(lam, 0.01)
-    parts = [ArrayKernel(subset_users(inst, slice(a, b))).evaluate(lam, 0.01) for a, b in ((0, 400), (400, 900))]
+    parts = [ArrayKernel(subset_users(inst, slice(a, b)), first_user=a).evaluate(lam, 0.01)
+             for a, b in ((0, 400), (400, 900))]  # each partition hashes its users' global rows for the tie-break
     merged = combine_results(parts)
     assert merged.hard_value == pytest.approx(whole.hard_value, rel=1e-12)
     np.testing.assert_allclose(merged.smooth_consumption, whole.smooth_consumption, rtol=1e-10)
@@ -78,7 +81,7 @@ def test_partition_sums_add_up():
 
 
 def test_ties_go_to_lowest_slot_and_zero_score_gets_nothing():
-    """Equal scores choose the lowest j; a best score of exactly 0 allocates nothing."""
+    """Without the tie-break, equal scores choose the lowest j; a best score of exactly 0 allocates nothing."""
     from planner.instance import validate_arrays
 
     c = np.array([[2.0, 2.0, 1.0], [1.0, 0.0, 0.0]])
@@ -87,8 +90,8 @@ def test_ties_go_to_lowest_slot_and_zero_score_gets_nothing():
               "w": np.array([[[1.0], [1.0], [0.0]], [[1.0], [0.0], [0.0]]]),
               "A": np.array([[[1.0, 0.0], [0.0, 1.0]]]), "b": np.array([5.0, 5.0]), "kind": np.array("factored")}
     inst = validate_arrays(arrays)
-    res = NumbaKernel(inst).evaluate(np.array([1.0, 1.0]), 0.0)
+    res = NumbaKernel(inst, tie_break=0.0).evaluate(np.array([1.0, 1.0]), 0.0)
     np.testing.assert_array_equal(res.hard_consumption, [1.0, 0.0])  # user 0 takes slot 0 (item 0); user 1 nothing
-    res2 = ArrayKernel(inst).evaluate(np.array([1.0, 1.0]), 0.0)
+    res2 = ArrayKernel(inst, tie_break=0.0).evaluate(np.array([1.0, 1.0]), 0.0)
     np.testing.assert_array_equal(res2.hard_consumption, [1.0, 0.0])
     assert res.chosen == res2.chosen == 1

@@ -13,7 +13,10 @@ from planner.evaluate import judge_prices
 from planner.generate import FAMILIES, GeneratorConfig, family_config, generate_instance
 from planner.highs import solve_exact
 from planner.instance import load_instance, save_instance
+from planner.kernels import ArrayKernel
+from planner.numba_kernels import NumbaKernel
 from planner.solver import SolverConfig, solve
+from planner.ties import DEFAULT_TIE_BREAK
 from planner.warmstart import WarmStartConfig, solve_warm
 
 TOL = SolverConfig().gap_tol  # the default contract: 0.5% gap and 0.5% overshoot, certified
@@ -86,11 +89,15 @@ def test_numpy_and_numba_backends_agree():
 
 
 def test_loose_capacities_need_no_prices():
-    """When the greedy choice fits every capacity the prices are zero and the gap is zero at once."""
+    """When the greedy choice fits every capacity the prices are zero at once, and the gap is only the tie-break's
+    raise of the chosen values (0 without it, at most delta with it: the dual counts raised values, the primal true
+    ones)."""
     inst = generate_instance(GeneratorConfig(n=500, J=4, K=5, seed=1))
     loose = inst.with_capacities(inst.b * 100)
     sol = solve(make_kernel("numpy", loose), loose.b)
-    assert np.all(sol.lam == 0) and sol.certificate.gap == 0 and sol.iterations == 1
+    assert np.all(sol.lam == 0) and 0 < sol.certificate.gap <= DEFAULT_TIE_BREAK and sol.iterations == 1
+    exact = solve(ArrayKernel(loose, tie_break=0.0), loose.b)
+    assert np.all(exact.lam == 0) and exact.certificate.gap == 0 and exact.iterations == 1
 
 
 @pytest.mark.parametrize("max_passes", [1, 5, 12])
@@ -116,15 +123,17 @@ def test_per_constraint_scaling_needs_far_fewer_passes(spend_unit):
     capacities of very different sizes converge together: on a `bind10` instance (every capacity at 10% of demand,
     item budgets a few users fill) and on the same instance with spend counted in cents (spend constraints' curvature
     x 1e4 against the count constraints'), the scaled solve converges in a few dozen passes, the unscaled one needs
-    several times as many. Measured: 30 vs 169 passes, and 46 vs 392 in cents."""
+    several times as many. Measured: 30 vs 169 passes, and 46 vs 392 in cents. The tie-break is off here: it moves
+    every score a little and so where a 12k-user solve stops (with it: 62 vs 95, 77 vs 260), which is not what this
+    test is about."""
     inst = generate_instance(family_config("bind10", n=12_000, J=8, K=20, seed=3))
     if spend_unit != 1.0:
         w = inst.w.copy()
         w[:, :, 0] *= spend_unit
         on_spend_only = inst.A[0].any(axis=0) & ~inst.A[1].any(axis=0)
         inst = replace(inst, w=w, b=np.where(on_spend_only, inst.b * spend_unit, inst.b))
-    scaled = solve(make_kernel("numba", inst), inst.b, SolverConfig(scaling=True))
-    unscaled = solve(make_kernel("numba", inst), inst.b, SolverConfig(scaling=False))
+    scaled = solve(NumbaKernel(inst, tie_break=0.0), inst.b, SolverConfig(scaling=True))
+    unscaled = solve(NumbaKernel(inst, tie_break=0.0), inst.b, SolverConfig(scaling=False))
     assert scaled.converged
     assert scaled.iterations <= 100
     assert unscaled.iterations >= 3 * scaled.iterations
