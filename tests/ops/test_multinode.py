@@ -125,7 +125,6 @@ def test_worker_node_lost_under_load_costs_no_idempotent_request():
         # trees) instead of a graceful `up` shutdown, which waits on a cluster that is about to go anyway.
         if up is not None:
             up.kill()
-            up.log.close()
         for name in ("worker", "head"):
             if name in procs:
                 kill_tree(procs[name].pid)
