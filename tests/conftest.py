@@ -27,6 +27,8 @@ def run_root() -> Path:
     shutil.rmtree(path, ignore_errors=True)
 
 
+PLATFORM_HEADER_TIMEOUT_S = 4.0  # the session platform's gateways close a connection with no complete request head
+#                                  after this long (default 10 s): the slowloris test waits for it, so it is short
 PLATFORM_DB = 0  # the session platform's controller state
 STORE_DB = 1  # store tests (flushed per test)
 SIDE_DB = 2  # side platforms (`side_platforms`): each has its own controller name, so its own key prefix
@@ -185,7 +187,8 @@ def platform(ray_cluster, platform_redis_url, run_root):
     from deploy.spec import GatewaySpec
 
     port = free_port()
-    gateway = gateway_config(GatewaySpec(port=port, num_gateways=2), admin_token="test-admin-token",
+    gateway = gateway_config(GatewaySpec(port=port, num_gateways=2, header_timeout_s=PLATFORM_HEADER_TIMEOUT_S),
+                             admin_token="test-admin-token",
                              metrics_dir=str(run_root / "metrics"), log_dir=str(run_root / "logs"),
                              controller_name=CONTROLLER_NAME, namespace=NAMESPACE)
     running = Platform(ControllerConfig(redis_url=platform_redis_url, gateway=gateway)).start()

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 
 from gateway.config import GatewayConfig
+from tests.conftest import PLATFORM_HEADER_TIMEOUT_S
 from tests.gateway.test_http_edge import (
     raw_exchange,
     read_answer,
@@ -23,7 +24,7 @@ from tests.gateway.test_http_edge import (
 
 pytestmark = pytest.mark.integration
 
-HEADER_TIMEOUT_S = GatewayConfig().header_timeout_s  # the platform fixture's gateways keep the default
+HEADER_TIMEOUT_S = PLATFORM_HEADER_TIMEOUT_S  # the platform fixture's gateways' (shorter than the default)
 LINEAR = orjson.dumps({"x": [1.0] * 16})
 
 

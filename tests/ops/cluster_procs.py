@@ -99,8 +99,10 @@ class Started:
         self.known += descendants(self.process.pid)
 
     def kill(self) -> None:
+        """SIGKILL it and all it started (no graceful shutdown: for a test whose checks are done)."""
         kill_tree(self.process.pid, self.known + descendants(self.process.pid))
         self.process.wait(10)  # reaped: no zombie left whose pid looks alive
+        self.log.close()
 
     def stop(self, grace_s: float = 30.0) -> None:
         """SIGTERM, wait up to `grace_s`, then SIGKILL whatever is left of the tree."""
@@ -112,4 +114,3 @@ class Started:
             except subprocess.TimeoutExpired:
                 pass
         self.kill()
-        self.log.close()

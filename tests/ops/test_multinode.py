@@ -76,7 +76,10 @@ def test_worker_node_lost_under_load_costs_no_idempotent_request():
     gcs_port, http_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
     env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token,
-               RAYGATE_ADMIN_TOKEN=admin, RAY_scheduler_spread_threshold="0.0")
+               RAYGATE_ADMIN_TOKEN=admin, RAY_scheduler_spread_threshold="0.0",
+               # the GCS declares the killed raylet's node dead after 3 failed checks 1 s apart, not Ray's default
+               # 5 checks 3 s apart: the same path (node death -> actors lost -> controller replaces), sooner
+               RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
     (root / "spec.yaml").write_text(yaml.safe_dump(SPEC))
     logs = {name: open(root / f"{name}.log", "w") for name in ("head", "worker")}
     procs: dict[str, subprocess.Popen] = {}
@@ -118,8 +121,10 @@ def test_worker_node_lost_under_load_costs_no_idempotent_request():
         wait_until(lambda: {g["node_ip"] for g in _status(url, admin)["gateways"]} == {HEAD_IP}, 60,
                    "gateways on the head node only")
     finally:
+        # Every check is done: SIGKILL what this test started (`up` and its Redis, then both nodes' process
+        # trees) instead of a graceful `up` shutdown, which waits on a cluster that is about to go anyway.
         if up is not None:
-            up.stop(60)
+            up.kill()
         for name in ("worker", "head"):
             if name in procs:
                 kill_tree(procs[name].pid)
