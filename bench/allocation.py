@@ -61,7 +61,7 @@ def run_inproc(args, prior, campaign, scenario, times, start):
     server = EmbeddedRedis(data_dir=Path(tempfile.mkdtemp(prefix="alloc-bench-")), appendonly=False).start()
     client = redis.Redis(host=server.host, port=server.port)
     try:
-        seed_history(client, scenario, prior, start, seasons=2, n_per_season=campaign.n)
+        seed_history(client, scenario, prior, start, seasons=2, n_per_season=campaign.n, shape=args.shape)
         return replay_live(campaign, times, scenario, client, start=start, replicas=args.replicas)
     finally:
         client.close()
@@ -99,6 +99,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="8k users, 4k prior")
     p.add_argument("--rate", type=float, default=500.0, help="http: mean requests/s")
     p.add_argument("--in-flight", type=int, default=256, help="http: most requests outstanding at the client")
+    p.add_argument("--shape", choices=("diurnal", "flat"), default="diurnal", help="arrivals: the diurnal day "
+                   "with noise and a 3x spike (default), or the same users evenly spaced (a constant rate)")
     p.add_argument("--warmup", type=float, default=25.0, help="http: seconds for the platform before the campaign")
     args = p.parse_args(argv)
     if args.quick:
@@ -128,7 +130,7 @@ def main(argv=None) -> int:
                                       starts_at=1_000_000.0, solver_sample_size=args.sample_size, refit_every=20)
     from planner.allocation.campaign import arrival_times
 
-    times = arrival_times(campaign.n, horizon, seed=args.seed + 7)
+    times = arrival_times(campaign.n, horizon, seed=args.seed + 7, shape=args.shape)
     order = np.argsort(times, kind="stable")
     print(f"campaign: {campaign.n} users x J={campaign.J}, K={campaign.K} constraints, horizon {horizon:g} s "
           f"(simulated), cycle {args.cycle:g} s, {args.replicas} replicas, sample rate {args.sample_rate}")
@@ -206,6 +208,11 @@ def main(argv=None) -> int:
                                    .max()) if live.sent_s else None
         print(f"decision p99 in seconds at <= 1.25 x the mean rate: {figures['decision_p99_steady_ms']} ms "
               f"(busiest second: {figures['peak_rate']} requests)")
+        from bench._cpu_share import format_attribution
+
+        print(format_attribution(live.cpu, live.wall_s))
+        figures["shape"] = args.shape
+        figures["cpu_cores"] = {role: share for role, _, share in live.cpu[:8]}
     print(json.dumps(figures))
     return 0
 
