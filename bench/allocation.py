@@ -13,12 +13,15 @@ horizon), a day compressed into `--horizon` simulated seconds. Modes:
 Printed: realised value against the hindsight LP optimum (HiGHS on the whole campaign), first come first served,
 greedy without prices and dual mirror descent alone (per-request dual steps from zero prices, no solver, step chosen
 on yesterday's users); each constraint's final use against capacity; decision p50/p99 (wall time of the call);
-the price refresh lag (wall seconds from a cycle's data snapshot to new prices in every replica). Last line: JSON.
+the price refresh lag (wall seconds from a cycle's data snapshot to new prices in every replica); over http, the
+CPU time of each process role over the campaign (bench/_cpu_share.py). `--shape flat` spaces the same users evenly
+(a constant rate; the default keeps the diurnal day and its spike). Last line: JSON.
 
     .venv/bin/python bench/allocation.py                  # 40k campaign users, K = 12
     .venv/bin/python bench/allocation.py --quick          # 8k users
     .venv/bin/python bench/allocation.py --mode http                  # 500 req/s for 60 s
     .venv/bin/python bench/allocation.py --mode http --users 10000    # 500 req/s for 20 s
+    .venv/bin/python bench/allocation.py --mode http --shape flat     # 500 req/s, evenly spaced
 """
 
 from __future__ import annotations
