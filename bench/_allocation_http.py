@@ -110,7 +110,11 @@ def run_http(args, prior, campaign, scenario_knobs: dict, times: np.ndarray) -> 
     from deploy.spec import GatewaySpec, parse_spec
     from planner.allocation.actor import planner_actor_name
     from planner.allocation.budget import BudgetStore
-    from planner.allocation.campaign import request_of, scenario_from_instance, seed_history
+    from planner.allocation.campaign import (
+        request_of,
+        scenario_from_instance,
+        seed_history,
+    )
     from planner.store import DualPriceStore
 
     work = tempfile.mkdtemp(prefix="rga-", dir="/tmp")
