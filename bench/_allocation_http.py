@@ -37,6 +37,8 @@ class HttpResult:
     errors: dict = field(default_factory=dict)  # status -> count
     sent: int = 0
     youngest: dict = field(default_factory=dict)  # prices version -> smallest prices_age_s seen
+    cpu: list = field(default_factory=list)  # (role, CPU s, cores) per process role over the campaign
+    wall_s: float = 0.0  # the campaign's wall time (replay start to last answer)
 
 
 async def _replay(url: str, requests: list[dict], times: np.ndarray, start: float, in_flight: int,
@@ -99,6 +101,7 @@ def run_http(args, prior, campaign, scenario_knobs: dict, times: np.ndarray) -> 
     import ray
     import redis
 
+    from bench._cpu_share import cpu_attribution, cpu_snapshot
     from deploy.embedded import EmbeddedRedis, free_port, start_local_ray
     from deploy.gateways import gateway_config
     from deploy.names import CONTROLLER_NAME, NAMESPACE
@@ -107,7 +110,11 @@ def run_http(args, prior, campaign, scenario_knobs: dict, times: np.ndarray) -> 
     from deploy.spec import GatewaySpec, parse_spec
     from planner.allocation.actor import planner_actor_name
     from planner.allocation.budget import BudgetStore
-    from planner.allocation.campaign import request_of, scenario_from_instance, seed_history
+    from planner.allocation.campaign import (
+        request_of,
+        scenario_from_instance,
+        seed_history,
+    )
     from planner.store import DualPriceStore
 
     work = tempfile.mkdtemp(prefix="rga-", dir="/tmp")
@@ -123,7 +130,7 @@ def run_http(args, prior, campaign, scenario_knobs: dict, times: np.ndarray) -> 
         platform = Platform(ControllerConfig(redis_url=server.url, gateway=gateway)).start()
         start = time.time() + args.warmup
         scenario = scenario_from_instance(campaign, name="bench", starts_at=start, **scenario_knobs)
-        seed_history(client, scenario, prior, start, seasons=2, n_per_season=campaign.n)
+        seed_history(client, scenario, prior, start, seasons=2, n_per_season=campaign.n, shape=args.shape)
         platform.apply(parse_spec({"scenarios": [scenario.model_dump(mode="json")]}))
         deadline = start + args.warmup
         while DualPriceStore(client).read("bench") is None and time.time() < deadline:
@@ -140,10 +147,13 @@ def run_http(args, prior, campaign, scenario_knobs: dict, times: np.ndarray) -> 
         # (~10^6 objects) paused this process for 0.1-0.5 s, which showed as the allocator's p99.
         gc.collect()
         gc.freeze()
+        cpu_before, wall0 = cpu_snapshot(), time.perf_counter()
         try:
             asyncio.run(_replay(url, requests, times, begin, args.in_flight, out))
         finally:
             gc.unfreeze()
+        out.wall_s = time.perf_counter() - wall0
+        out.cpu = cpu_attribution(cpu_before, cpu_snapshot(), out.wall_s)
         after = ray.get(planner.status.remote(), timeout=30)
         out.planner = {k: after[k] - before[k] for k in ("cycles", "published", "refused", "failed")}
         # The price refresh lag: from a cycle's data snapshot to the first answer that used its prices (solve,

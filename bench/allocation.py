@@ -13,12 +13,15 @@ horizon), a day compressed into `--horizon` simulated seconds. Modes:
 Printed: realised value against the hindsight LP optimum (HiGHS on the whole campaign), first come first served,
 greedy without prices and dual mirror descent alone (per-request dual steps from zero prices, no solver, step chosen
 on yesterday's users); each constraint's final use against capacity; decision p50/p99 (wall time of the call);
-the price refresh lag (wall seconds from a cycle's data snapshot to new prices in every replica). Last line: JSON.
+the price refresh lag (wall seconds from a cycle's data snapshot to new prices in every replica); over http, the
+CPU time of each process role over the campaign (bench/_cpu_share.py). `--shape flat` spaces the same users evenly
+(a constant rate; the default keeps the diurnal day and its spike). Last line: JSON.
 
     .venv/bin/python bench/allocation.py                  # 40k campaign users, K = 12
     .venv/bin/python bench/allocation.py --quick          # 8k users
     .venv/bin/python bench/allocation.py --mode http                  # 500 req/s for 60 s
     .venv/bin/python bench/allocation.py --mode http --users 10000    # 500 req/s for 20 s
+    .venv/bin/python bench/allocation.py --mode http --shape flat     # 500 req/s, evenly spaced
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def run_inproc(args, prior, campaign, scenario, times, start):
     server = EmbeddedRedis(data_dir=Path(tempfile.mkdtemp(prefix="alloc-bench-")), appendonly=False).start()
     client = redis.Redis(host=server.host, port=server.port)
     try:
-        seed_history(client, scenario, prior, start, seasons=2, n_per_season=campaign.n)
+        seed_history(client, scenario, prior, start, seasons=2, n_per_season=campaign.n, shape=args.shape)
         return replay_live(campaign, times, scenario, client, start=start, replicas=args.replicas)
     finally:
         client.close()
@@ -99,6 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="8k users, 4k prior")
     p.add_argument("--rate", type=float, default=500.0, help="http: mean requests/s")
     p.add_argument("--in-flight", type=int, default=256, help="http: most requests outstanding at the client")
+    p.add_argument("--shape", choices=("diurnal", "flat"), default="diurnal", help="arrivals: the diurnal day "
+                   "with noise and a 3x spike (default), or the same users evenly spaced (a constant rate)")
     p.add_argument("--warmup", type=float, default=25.0, help="http: seconds for the platform before the campaign")
     args = p.parse_args(argv)
     if args.quick:
@@ -128,7 +133,7 @@ def main(argv=None) -> int:
                                       starts_at=1_000_000.0, solver_sample_size=args.sample_size, refit_every=20)
     from planner.allocation.campaign import arrival_times
 
-    times = arrival_times(campaign.n, horizon, seed=args.seed + 7)
+    times = arrival_times(campaign.n, horizon, seed=args.seed + 7, shape=args.shape)
     order = np.argsort(times, kind="stable")
     print(f"campaign: {campaign.n} users x J={campaign.J}, K={campaign.K} constraints, horizon {horizon:g} s "
           f"(simulated), cycle {args.cycle:g} s, {args.replicas} replicas, sample rate {args.sample_rate}")
@@ -206,6 +211,11 @@ def main(argv=None) -> int:
                                    .max()) if live.sent_s else None
         print(f"decision p99 in seconds at <= 1.25 x the mean rate: {figures['decision_p99_steady_ms']} ms "
               f"(busiest second: {figures['peak_rate']} requests)")
+        from bench._cpu_share import format_attribution
+
+        print(format_attribution(live.cpu, live.wall_s))
+        figures["shape"] = args.shape
+        figures["cpu_cores"] = {role: share for role, _, share in live.cpu[:8]}
     print(json.dumps(figures))
     return 0
 

@@ -10,12 +10,18 @@ thread, so method calls (status, stop) are answered between cycles. Nothing here
 
 from __future__ import annotations
 
+import os
 import threading
 
 from planner.allocation.nearline import NearlineLoop
 from planner.allocation.scenario import ScenarioSpec
 
-__all__ = ["NearlinePlanner", "planner_actor_name", "start_planner"]
+__all__ = ["PLANNER_NICENESS", "NearlinePlanner", "planner_actor_name", "start_planner"]
+
+# The planner's process runs at this OS niceness (added to what it inherited): the solve is batch work that must
+# yield the cores to serving (gateways, allocator replicas) when a traffic peak needs them; on an idle core it
+# runs at full speed all the same. 0 leaves the priority alone.
+PLANNER_NICENESS = 10
 
 
 class NearlinePlanner:
@@ -25,6 +31,7 @@ class NearlinePlanner:
         import redis
 
         spec = ScenarioSpec.model_validate(scenario)
+        _lower_priority(PLANNER_NICENESS)
         if backend:
             spec = spec.model_copy(update={"solver_backend": backend})
         self.client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=2)
@@ -47,6 +54,17 @@ class NearlinePlanner:
         self._thread.join(self.loop.scenario.solver_time_limit_s + 5)
         self.client.close()
         return True
+
+
+def _lower_priority(increment: int) -> None:
+    """Raise the niceness by `increment`, once per process (a restarted actor is a new process). Linux applies it
+    to the calling thread and the threads it starts afterwards: called before the loop thread starts, so the
+    solve (and any BLAS/Numba pool it creates) runs nice; Ray's own threads keep their priority."""
+    if increment and hasattr(os, "nice"):
+        try:
+            os.nice(increment)
+        except OSError:  # not permitted here: the loop runs at the inherited priority
+            pass
 
 
 def planner_actor_name(scenario: str, namespace: str = "raygate") -> str:

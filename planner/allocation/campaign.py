@@ -67,8 +67,11 @@ def arrival_rate(t: np.ndarray, horizon_s: float, spike: tuple[float, float, flo
 
 
 def arrival_times(n: int, horizon_s: float, seed: int = 0, spike=(0.55, 0.04, 3.0), noise: float = 0.15,
-                  grid: int = 2000) -> np.ndarray:
-    """n sorted arrival times in [0, horizon_s): the diurnal rate with lognormal noise per grid cell and a spike."""
+                  grid: int = 2000, shape: str = "diurnal") -> np.ndarray:
+    """n sorted arrival times in [0, horizon_s): the diurnal rate with lognormal noise per grid cell and a spike;
+    `shape="flat"` spaces them evenly instead (a constant rate: the latency "at the mean rate")."""
+    if shape == "flat":
+        return (np.arange(n) + 0.5) * horizon_s / n
     rng = np.random.default_rng(seed)
     cells = (np.arange(grid) + 0.5) * horizon_s / grid
     weight = arrival_rate(cells, horizon_s, spike) * rng.lognormal(0.0, noise, grid)
@@ -208,8 +211,10 @@ def replay_live(inst: Instance, times: np.ndarray, scenario: ScenarioSpec, clien
 
 
 def seed_history(client, scenario: ScenarioSpec, prior: Instance, start: float, seasons: int = 2,
-                 namespace: str = "raygate", n_per_season: int | None = None, seed: int = 1) -> None:
-    """Earlier seasons' traffic: arrival counts per bucket (no spike) and the prior users as sampled requests."""
+                 namespace: str = "raygate", n_per_season: int | None = None, seed: int = 1,
+                 shape: str = "diurnal") -> None:
+    """Earlier seasons' traffic: arrival counts per bucket (no spike; evenly spaced for `shape="flat"`, so the
+    forecast expects the campaign's constant rate) and the prior users as sampled requests."""
     from planner.allocation.budget import BudgetStore
 
     rng = np.random.default_rng(seed)
@@ -217,7 +222,7 @@ def seed_history(client, scenario: ScenarioSpec, prior: Instance, start: float, 
     season = scenario.season_s
     counts: dict[int, int] = {}
     for s in range(seasons, 0, -1):
-        t = arrival_times(n_per_season or prior.n, season, seed=seed + s, spike=None)
+        t = arrival_times(n_per_season or prior.n, season, seed=seed + s, spike=None, shape=shape)
         for b, c in zip(*np.unique(((start - s * season + t) // bucket).astype(int), return_counts=True)):
             counts[int(b)] = counts.get(int(b), 0) + int(c)
     BudgetStore(client, scenario.name, namespace).add_arrivals(counts)

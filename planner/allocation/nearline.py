@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,7 +31,7 @@ from planner.allocation.pacing import (
     per_request_rates,
     update_correction,
 )
-from planner.allocation.samples import SampleStore, sample_weight, samples_instance
+from planner.allocation.samples import SampleStore, SampleWindow
 from planner.allocation.scenario import ScenarioSpec
 from planner.instance import Instance
 from planner.solver import Solution, SolverConfig
@@ -109,7 +108,7 @@ class NearlineLoop:
         self.forecast = ArrivalForecast(scenario.bucket_s, scenario.season_buckets, scenario.refit_every)
         self.solve_fn = solve_fn or default_solve(scenario.solver_backend, scenario.gap_tol / 4,
                                                   scenario.overshoot_tol / 4, scenario.solver_time_limit_s)
-        self.window: deque = deque(maxlen=scenario.solver_sample_size)
+        self.window = SampleWindow(scenario.solver_sample_size, self.matrix)  # parsed once per record
         self._stream_id = "-"
         self._start_key = f"{scenario_tag(namespace, scenario.name)}:campaign:start"
         self.start_at: float | None = scenario.starts_at
@@ -197,10 +196,9 @@ class NearlineLoop:
         if not self.window:
             report.error = "no sampled requests yet"
             return
-        records = list(self.window)
-        weight = sample_weight(records)  # the requests the sample stands for (stratified records weigh less)
+        weight = self.window.total_weight()  # the requests the sample stands for (stratified records weigh less)
         b = paced_capacities(self.capacity, used, weight, N, self.correction)
-        inst = samples_instance(records, self.matrix, b)
+        inst = self.window.instance(b)
         initial = self.last_lam if self.last_lam is not None and len(self.last_lam) == len(b) else None
         t0 = time.perf_counter()
         sol = self.solve_fn(inst, b, initial)
@@ -210,7 +208,7 @@ class NearlineLoop:
         best = np.where(inst.mask, inst.c, 0.0).max(axis=1)
         plan = {"rate": per_request_rates(self.capacity, used, N).tolist(), "remaining_requests": N,
                 "value_scale": float(np.sum(np.maximum(best, 0.0)) / weight), "correction": self.correction.tolist(),
-                "forecast_model": self.forecast.model_name, "samples": len(records), "plan_use": report.plan_use,
+                "forecast_model": self.forecast.model_name, "samples": len(self.window), "plan_use": report.plan_use,
                 "used": report.used, "solve_s": report.solve_s}
         report.published = self.prices.publish_certified(
             self.scenario.name, sol.lam, self.names, report.certificate, computed_at=now,

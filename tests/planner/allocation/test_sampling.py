@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from planner.allocation.decide import ConstraintMatrix
-from planner.allocation.samples import sample_weight, samples_instance
+from planner.allocation.samples import SampleWindow, sample_weight, samples_instance
 from planner.allocation.sampling import ItemStratifiedSampler
 from tests.planner.allocation.allocation_testlib import coupon_scenario
 
@@ -57,3 +57,21 @@ def test_the_planner_scales_a_weighted_record_as_that_many_requests():
     assert inst.c[:, 0].tolist() == [0.2, 0.8]
     assert inst.w[0, 0].tolist() == [0.75, 0.25] and inst.w[1, 0].tolist() == [3.0, 1.0]
     assert sample_weight(records) == 1.25
+
+
+def test_the_planners_window_keeps_the_newest_records_and_builds_the_same_lp():
+    """The ring of parsed records (parsed once each) past its length and past a wider record holds the newest
+    `maxlen` records, oldest first, and gives the LP a rebuild from those records gives (up to item numbering)."""
+    matrix = ConstraintMatrix(coupon_scenario())
+    records = [{"t": 0, "items": ["coupon_a", "coupon_b"][: 1 + i % 2], "value": [0.1 * i, 0.2][: 1 + i % 2],
+                "usage": [[1.0 + i, 1.0], [2.0, 0.5]][: 1 + i % 2], "w": 0.5 if i % 3 else 1.0} for i in range(9)]
+    records[0]["items"], records[0]["value"], records[0]["usage"] = ["coupon_a"], [0.3], [[1.0, 1.0]]
+    window = SampleWindow(4, matrix)
+    window.extend(records[:1])
+    window.extend(records[1:])
+    new, old = window.instance(np.array([10.0, 5.0])), samples_instance(records[-4:], matrix, np.array([10.0, 5.0]))
+    assert len(window) == 4 and window.total_weight() == sample_weight(records[-4:])
+    assert np.array_equal(new.c, old.c) and np.array_equal(new.mask, old.mask) and np.array_equal(new.w, old.w)
+    names = {p: n for n, p in window.catalog.items()}
+    assert [[names[p] for p in row[m]] for row, m in zip(new.item, new.mask)] == [r["items"] for r in records[-4:]]
+    assert np.array_equal(new.A[:, new.item[new.mask]], old.A[:, old.item[old.mask]])
