@@ -20,6 +20,7 @@ certificate describes is the rule that decides.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 
@@ -58,8 +59,18 @@ def id_key(x) -> int:
     """The 64-bit key of a user or item id: an integer is itself (mod 2^64), a string its BLAKE2b-64 digest."""
     if isinstance(x, (int, np.integer)):
         return int(x) & _MASK
-    data = x.encode() if isinstance(x, str) else bytes(x)
+    if isinstance(x, str):
+        return _str_key(x)  # catalog items repeat in every request: their digests are cached
+    return _digest(bytes(x))
+
+
+def _digest(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _str_key(x: str) -> int:
+    return _digest(x.encode())
 
 
 def tie_hash(users: np.ndarray, items: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ from planner.allocation.samples import SampleStore
 from planner.allocation.sampling import ItemStratifiedSampler
 from planner.allocation.scenario import ScenarioSpec
 from planner.store import DualPriceReader, DualPrices, DualPriceStore
+from planner.ties import break_ties
 from replicas import Reply
 
 __all__ = ["Allocator"]
@@ -182,13 +183,19 @@ class Allocator:
     def decide(self, payload) -> dict:
         req = parse_decision(payload, self.matrix.usage_index, self.scenario.calibration != "off")
         values = self.calibration.apply(req.items, req.value)
+        # The planner certified the rule on tie-broken values (planner/ties.py): decide on the same ones, so a
+        # group of users with equal margins splits at a cap as the solve planned; samples keep the plain values.
+        scored = break_ties(values, req.user, req.items)
         consumption = self.matrix.consumption(req.items, req.usage)
         with self._lock:
-            choice = decide(values, consumption, self._lam, self.lease.remaining())
+            choice = decide(scored, consumption, self._lam, self.lease.remaining())
             if choice.index >= 0 and not self.lease.try_spend(choice.consumption):
-                choice = decide(values, consumption, self._lam, self.lease.remaining())  # raced: once more
+                choice = decide(scored, consumption, self._lam, self.lease.remaining())  # raced: once more
                 if choice.index >= 0 and not self.lease.try_spend(choice.consumption):
                     choice = type(choice)(-1, choice.score, np.zeros(self.matrix.K), True, choice.consumption)
+            # The answer's score is the plain value's (the tie-break's raise is the rule's, not the caller's).
+            plain = values - consumption @ self._lam
+            score = plain[choice.index] if choice.index >= 0 else (plain.max() if plain.size else 0.0)
             if choice.index >= 0:
                 self._unit = consumption_unit(self._unit, choice.consumption)
             if self._rate is not None:
@@ -212,7 +219,7 @@ class Allocator:
             if choice.need is not None:
                 self.lease.note_need(choice.need)
             self._wake.set()  # a lease ran short: top it up now rather than at the next tick
-        return {"item": item, "score": float(choice.score), "prices_version": int(version),
+        return {"item": item, "score": float(score), "prices_version": int(version),
                 "prices_age_s": float(max(0.0, self.clock() - computed_at)) if computed_at is not None else 0.0,
                 "stale": bool(self.stale)}
 

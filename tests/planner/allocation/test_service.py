@@ -199,3 +199,17 @@ def test_background_threads_pick_up_announced_prices_and_write_consumption(redis
     assert "bg" not in BudgetStore(redis_client, "coupons").holders()
     pool = BudgetStore(redis_client, "coupons").pool(["total_spend"])[0]
     assert pool + BudgetStore(redis_client, "coupons").used(["total_spend"])[0] == pytest.approx(10_000.0)
+
+
+def test_users_tied_on_two_equal_coupons_split_between_them_as_the_planner_certified(redis_client):
+    """Equal coupons (same value, same usage) are a tie the hard argmax would always settle by candidate order;
+    the allocator decides on the planner's tie-broken values (planner/ties.py), so users split between them, and
+    each user's answer is the same every time. The score answered is the plain value's."""
+    scenario = coupon_scenario(name="ties", constraints=({"name": "total_spend", "capacity": 1e6, "usage": "spend"},))
+    alloc = make(redis_client, Clock(), scenario)
+    picks = [alloc(request(f"user-{i}", coupon_b=0.5, coupon_c=0.5)) for i in range(200)]
+    share_b = sum(p["item"] == "coupon_b" for p in picks) / len(picks)
+    assert 0.3 < share_b < 0.7, (share_b, picks[:3])
+    assert all(p["score"] == pytest.approx(0.5) for p in picks)
+    again = [alloc(request(f"user-{i}", coupon_b=0.5, coupon_c=0.5))["item"] for i in range(20)]
+    assert again == [p["item"] for p in picks[:20]]
