@@ -3,7 +3,10 @@
 Every `watch_table(known_version, timeout_s, watcher_id)` call is also an acknowledgement: the router runs
 `known_version`. Before draining replicas that left the table, the controller waits until every router
 that is still around acknowledged the table without them. A router not heard from for `gone_after_s`
-(3x the long-poll timeout) counts as gone and is not waited for.
+(3x the long-poll timeout) counts as gone and is not waited for. A router known to be gone is not waited for
+either: a watcher id `SLOT/INSTANCE` (a gateway: its node and index, then its pid) is superseded by the next
+instance that polls for the same slot (the spare that took over a killed gateway's index), and the controller
+forgets the watcher of a replica it replaced or stopped.
 """
 
 from __future__ import annotations
@@ -37,12 +40,22 @@ class AckTracker:
         self._changed = asyncio.Event()
 
     def record(self, watcher_id: str, version: int) -> None:
+        slot = watcher_id.rpartition("/")[0]  # "" for ids without a slot (a handle's: its replica id)
+        if slot and watcher_id not in self.acks:  # a new instance of the slot: the one it replaced is gone
+            for older in [w for w in self.acks if w.startswith(slot + "/")]:
+                del self.acks[older]
         self.acks[watcher_id] = Ack(version, self.clock())
         now = self.clock()
         for gone in [w for w, a in self.acks.items() if now - a.seen_at > 10 * self.gone_after_s]:
             del self.acks[gone]  # forget long-gone routers (restarted gateways get new pids)
         event, self._changed = self._changed, asyncio.Event()
         event.set()
+
+    def forget(self, watcher_id: str) -> None:
+        """A router that is known to be gone (its replica stopped): nothing waits for it any more."""
+        if self.acks.pop(watcher_id, None) is not None:
+            event, self._changed = self._changed, asyncio.Event()
+            event.set()
 
     def pending(self, version: int) -> list[str]:
         return pending_watchers(self.acks, version, self.clock(), self.gone_after_s)

@@ -212,6 +212,7 @@ class Controller:
         await asyncio.gather(*(self.ops.drain_and_kill(r) for r in records))
         for record in records:
             self.retiring.pop(record.replica_id, None)
+            self.acks.forget(record.replica_id)  # its handle's router (an ensemble's) went with it
         self.persistence.mark_dirty()
 
     async def _probe_one(self, record: ReplicaRecord) -> None:
@@ -238,6 +239,7 @@ class Controller:
                 record = state.replicas.pop(action.replica_id)
                 record.state, left_table = UNHEALTHY, True
                 self.ops.kill(record)
+                self.acks.forget(record.replica_id)
                 log.warning("replica_replaced", replica=record.replica_id, reason=action.reason,
                             error=record.error)
             elif isinstance(action, RetireReplica):

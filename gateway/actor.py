@@ -217,7 +217,7 @@ class Gateway:
             access_log_context(config.log_dir),
             router_context(self.controller, MetricsObserver(self.metrics)),
             admin_context(ControllerAdmin(self.controller)),
-            watcher_context(self.controller, f"{tag}-{os.getpid()}", on_update=self._table_updated),
+            watcher_context(self.controller, f"{tag}/{os.getpid()}", on_update=self._table_updated),
             flusher_context(config.metrics_flush_s),
             events_context(config.redis_url, config.namespace, tag),  # the replacement takes over its entries
             load_report_context(config.scaler_name, config.namespace, f"{tag}-{os.getpid()}", ROUTER),

@@ -24,7 +24,8 @@ async def follow_routing_table(controller, router: Router, *, watcher_id: str,
                                poll_timeout_s: float = 10.0, retry_s: float = 0.2) -> None:
     """Apply every new table to `router` until cancelled. Survives controller restarts (retries).
 
-    `watcher_id` is stable for this router (gateway: f"gateway-{index}-{pid}"; handle: the replica id).
+    `watcher_id` is stable for this router (gateway: f"gateway-{node}-{index}/{pid}", its slot then its
+    process, so a replacement supersedes it; handle: the replica id).
     """
     while True:
         try:

@@ -50,3 +50,34 @@ async def test_wait_gives_up_after_its_timeout_and_counts_it():
 
 async def test_no_routers_means_nothing_to_wait_for():
     assert await AckTracker(30.0, FakeClock()).wait(7, timeout_s=0.0) is True
+
+
+async def test_a_new_process_in_a_gateway_slot_supersedes_the_killed_one():
+    """The spare that took over index 0 polls as `gateway-n-0/<its pid>`: the killed process's watcher of that
+    slot is no longer waited for, while the other slot still is."""
+    clock = FakeClock()
+    tracker = AckTracker(gone_after_s=30.0, clock=clock)
+    tracker.record("gateway-n-0/111", 1)
+    tracker.record("gateway-n-1/222", 1)
+    waiter = asyncio.create_task(tracker.wait(2, timeout_s=5.0))
+    await asyncio.sleep(0)
+    tracker.record("gateway-n-0/333", 2)  # 111 was SIGKILLed, 333 serves its index now
+    await asyncio.sleep(0)
+    assert not waiter.done() and tracker.pending(2) == ["gateway-n-1/222"]
+    tracker.record("gateway-n-1/222", 2)
+    assert await asyncio.wait_for(waiter, 1.0) is True
+    assert sorted(tracker.acks) == ["gateway-n-0/333", "gateway-n-1/222"]
+    tracker.record("gateway-n-10/444", 2)  # another slot whose name starts alike is not the same slot
+    assert "gateway-n-1/222" in tracker.acks
+
+
+async def test_a_forgotten_router_is_not_waited_for():
+    """The controller forgets the handle watcher of a replica it replaced: a wait on it returns at once."""
+    tracker = AckTracker(gone_after_s=30.0, clock=FakeClock())
+    tracker.record("app.ens.v1#3", 1)
+    waiter = asyncio.create_task(tracker.wait(2, timeout_s=5.0))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    tracker.forget("app.ens.v1#3")
+    assert await asyncio.wait_for(waiter, 1.0) is True and tracker.timeouts == 0
+    tracker.forget("never-seen")  # nothing to do

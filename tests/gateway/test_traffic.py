@@ -65,6 +65,34 @@ async def _gateways_caught_up(platform, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def _linear_faults_since(platform, since: float) -> list[dict]:
+    """Ejections of quickstart/linear replicas any gateway made after `since` (wall seconds): while one of a
+    version's replicas is out, its keys legitimately fall back to the other version."""
+    stats = ray.get([g.stats.remote() for g in platform.platform.gateways()])
+    return [e for s in stats for e in s["ejections"]
+            if e["replica_id"].startswith("quickstart.linear.") and e["at"] + e["for_s"] >= since]
+
+
+async def _sticky_read(platform, session, url, keys) -> tuple[dict[str, str], dict[str, str]]:
+    """Every key's version, read twice; measured again (at most 3 times) when a linear replica was ejected
+    around the reads (a replica fault is not what this test is about: the failover tests are)."""
+    for _ in range(3):
+        await wait_for(lambda: settled_version(platform), 30, "quickstart/linear running")
+        started = time.time()
+        first = await _keys_to_versions(session, url, keys)
+        second = await _keys_to_versions(session, url, keys)
+        if not _linear_faults_since(platform, started - 1.0):
+            return first, second
+    raise AssertionError(f"linear replicas kept failing: {_linear_faults_since(platform, started - 1.0)}")
+
+
+def settled_version(platform) -> bool:
+    deployment = next(d for a in platform.platform.status()["apps"] if a["name"] == "quickstart"
+                      for d in a["deployments"] if d["name"] == "linear")
+    return all(v["running"] == v["target"] and all(r["state"] == "RUNNING" for r in v["replicas"])
+               for v in deployment["versions"])
+
+
 async def test_weights_change_at_runtime_with_sticky_keys_and_minimal_movement(platform):
     """`raygate split` reaches every gateway; a key keeps its version while weights stay;
     50/50 -> 20/80 moves only v1 keys to v2, about 30% of them."""
@@ -74,15 +102,13 @@ async def test_weights_change_at_runtime_with_sticky_keys_and_minimal_movement(p
         assert "v1=50" in _split(platform, "v1=50", "v2=50")
         await _gateways_caught_up(platform)
         async with ClientSession() as session:
-            before = await _keys_to_versions(session, url, keys)
-            again = await _keys_to_versions(session, url, keys[:100])
-            assert all(before[k] == v for k, v in again.items())  # sticky
+            before, again = await _sticky_read(platform, session, url, keys)
+            assert before == again  # sticky
             share_v2 = sum(v == "v2" for v in before.values()) / len(keys)
-            stats = ray.get([g.stats.remote() for g in platform.platform.gateways()])
-            assert 0.40 < share_v2 < 0.60, [s["ejections"][-3:] for s in stats]
+            assert 0.40 < share_v2 < 0.60, share_v2
             await _admin_split(platform, v1=20, v2=80)
             await _gateways_caught_up(platform)
-            after = await _keys_to_versions(session, url, keys)
+            after, _ = await _sticky_read(platform, session, url, keys)
         moved = [(before[k], after[k]) for k in keys if before[k] != after[k]]
         assert all(move == ("v1", "v2") for move in moved), moved[:5]
         assert 0.20 < len(moved) / len(keys) < 0.40
