@@ -128,6 +128,7 @@ apps:
     deployments:
       - name: environment
         import_path: deploy.examples.models:environment
+        request_timeout_s: 2  # the slow-body test waits for this deadline
         resources: {num_cpus: 0.05}
   - name: rolling
     route_prefix: /rolling
