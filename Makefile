@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers for `make test`, each with its own Ray, Redis and platform (a test file stays on one
+# worker). Much of the integration tier waits on processes starting, deadlines and drains, so two workers fit
+# even two cores; `TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
 .PHONY: run test test-unit test-integration bench bench-gateway bench-planner lint clean venv
@@ -22,7 +26,7 @@ run: $(STAMP)
 test: $(STAMP)
 	./scripts/ensure-system-deps.sh redis-server
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(or $(PYTEST_ARGS),-p no:randomly)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(or $(PYTEST_ARGS),-p no:randomly)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
