@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 
+import psutil
 import pytest
 
 from planner.allocation.samples import SampleStore
@@ -40,10 +42,18 @@ def test_planner_actor_publishes_and_is_restarted_after_a_kill(ray_cluster, redi
     assert first.names == sc.constraint_names
     status = wait_for(lambda: (got := ray.get(handle.status.remote(), timeout=30))["published"] >= 1 and got)
     assert status["running"] and status["cycles"] >= status["published"]
+    pid = ray.get(handle.__ray_call__.remote(lambda actor: os.getpid()), timeout=30)
     ray.kill(handle, no_restart=False)
-    time.sleep(1.0)
-    again = ray.get_actor(planner_actor_name("actor"))
-    wait_for(lambda: ray.get(again.status.remote(), timeout=30)["running"])
+    wait_for(lambda: not psutil.pid_exists(pid))  # what answers next is the restarted process
+    again = ray.get_actor(planner_actor_name("actor"))  # the name is kept while Ray restarts it
+
+    def running_again() -> bool:
+        try:
+            return ray.get(again.status.remote(), timeout=30)["running"]
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+            return False  # still restarting (how long that takes depends on the machine's load)
+
+    wait_for(running_again)
     version = store.read("actor").version
     wait_for(lambda: store.read("actor").version > version + 1)
     ray.get(again.stop.remote(), timeout=60)
