@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from gateway.events.ingest import append_event
-from gateway.events.spec import PipelineSpec
+from gateway.events.spec import JoinStage, PipelineSpec
 
 
 def orders_pipeline(namespace: str, **knobs) -> PipelineSpec:
@@ -38,8 +38,11 @@ async def produce(client, pipeline: PipelineSpec, namespace: str, web_events: in
 
     web i: every 5th is a view (filtered out); every 600th is not JSON; every 997th buy has no user (dead letter:
     missing join key). app events exist for i % 3 != 2. A web buy with an app partner yields 'web:..+app:..';
-    without one, 'web:..' on expiry (emit_left); an app event without a web buy is dropped on expiry.
+    without one, 'web:..' on expiry (emit_left); an app event without a web buy is dropped on expiry. The join
+    pairs by event time (the entry ids' milliseconds): an app event written more than the window after its web
+    buy (a producer slowed by a loaded machine) is no partner, and the expected outputs say so.
     """
+    window_ms = 1000 * next(s.join.window_s for s in pipeline.stages if isinstance(s, JoinStage))
     work = Workload()
     stream = f"{namespace}:in:web"
     for start in range(0, web_events, 200):
@@ -66,11 +69,18 @@ async def produce(client, pipeline: PipelineSpec, namespace: str, web_events: in
                 pass
             elif i % 997 == 996:
                 work.dead[web_id] = "missing join key 'user'"
+            elif app_id is None or abs(_entry_ms(app_id) - _entry_ms(web_id)) > window_ms:
+                work.outputs.add(web_id)
             else:
-                work.outputs.add(f"{web_id}+{app_id}" if app_id else web_id)
+                work.outputs.add(f"{web_id}+{app_id}")
         work.produced += len(web_ids)
     work.produced += sum(1 for i in range(web_events) if i % 3 != 2)
     return work
+
+
+def _entry_ms(event_id: str) -> int:
+    """The stream entry's milliseconds: 'web:1700000000000-3' -> 1700000000000."""
+    return int(event_id.split(":", 1)[1].split("-", 1)[0])
 
 
 async def sink_entries(client, stream: str) -> list[tuple[str, dict]]:
