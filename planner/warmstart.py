@@ -4,8 +4,9 @@ The sample's prices differ from the full instance's optimum by sampling noise on
 starts near the answer, at the temperature where the sample's solve ended, and needs a few passes instead of a
 whole annealing schedule. Below `min_users` the sample would be too lumpy to help and the solve starts cold.
 
-Two levels: the first sample (5%, at least 20k users) is solved cold; a second, larger one (20%) is solved from the
-first's prices, and the full solve from the second's. The first sample's noise on small constraints (a budget a few
+Two levels when the first is hard: the first sample (5%, at least 20k users) is solved cold; when it did not
+converge or took 100 passes or more, a second, larger one (20%) is solved from the first's prices, and the full
+solve starts from the second's. The first sample's noise on small constraints (a budget a few
 hundred users fill is a few dozen users in 5%) is what the full solve used to spend its passes on; the second level
 takes most of that out at a fifth of a pass each (docs/planner.md, "Warm start").
 """
@@ -35,7 +36,9 @@ class WarmStartConfig:
     loosen: float = 2.0  # the sample is solved to this multiple of the tolerances (its prices only need to be close)
     max_passes: int = 250  # cap on each sample's passes (a lumpy sample may never certify; its prices still help)
     refine_fraction: float = 0.2  # share of users in the second sample, solved from the first's prices; skipped
-    # unless at least twice the first's share (1M users: 5% -> 20%; 200k: 10% -> 20%; 100k: the first is 20%)
+    # unless at least twice the first's share (1M users: 5% -> 20%; 200k: 10% -> 20%; 100k: the first is 20%) ...
+    refine_after: int = 100  # ... and unless the first did not converge on its sample or took this many passes
+    # (on the suite's easy runs a second level cost as much as it saved: docs/planner.md, "Two-level warm start")
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,10 @@ def sample_warm_start(inst: Instance, make: Callable[[Instance], Kernel], cfg: S
     shares = [fraction] + ([warm.refine_fraction] if 2.0 * fraction <= warm.refine_fraction < 1.0 else [])
     loose = replace(cfg, max_passes=warm.max_passes, gap_tol=cfg.gap_tol * warm.loosen,
                     violation_tol=cfg.violation_tol * warm.loosen)
-    start, levels = None, []
+    start, sol, levels = None, None, []
     for level, share in enumerate(shares):
+        if level and sol.converged and sol.iterations < warm.refine_after:
+            break  # the first sample was easy: its prices are as good a start as a second level would give
         sub = sample_users(inst, share, warm.seed + level)
         kernel = make(sub)
         try:

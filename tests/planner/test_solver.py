@@ -56,7 +56,7 @@ def test_warm_start_from_a_sample_needs_fewer_full_passes():
     make = partial(make_kernel, "numba")
     warm, on_sample = solve_warm(inst, make, SolverConfig(),
                                  WarmStartConfig(min_users=1_000, fraction=0.1, min_sample=1_000,
-                                                 refine_fraction=0.3))
+                                                 refine_fraction=0.3, refine_after=0))  # second level always
     cold = solve(make(inst), inst.b)
     assert on_sample is not None and [users for users, *_ in on_sample.levels] == [3_000, 9_000]
     assert on_sample.iterations == sum(passes for _, passes, _, _ in on_sample.levels) > 0
