@@ -12,6 +12,7 @@ objective, and the ratio of HiGHS's time to ours. The last output line is one JS
 
     .venv/bin/python bench/planner.py --suite         # every generator family x 3 seeds x (20k, 200k, 1M users)
     .venv/bin/python bench/planner.py --suite --suite-sizes large --families mixed,bind10 --backends numba,cupy
+    .venv/bin/python bench/planner.py --suite --suite-sizes large --cache-dir /tmp/planner-suite-cache
 
 The suite runs `python -m planner solve` at its defaults in a fresh process per instance and times it from the
 outside (process start, import, load, warm start and solve: what a user waits for), against the targets of issue 11
@@ -138,44 +139,81 @@ def _run_child(kind: str, instance: Path, backend: str, time_limit: float) -> di
 
 
 def _cli_solve(instance: Path, backend: str | None, out: Path, timeout: float) -> dict:
-    """`python -m planner solve` at its defaults in a fresh process, timed from the outside."""
+    """`python -m planner solve` at its defaults in a fresh process, timed from the outside: wall, and the CPU the
+    process used (user + system, all its threads; process start included)."""
     cmd = [sys.executable, "-m", "planner", "solve", str(instance), "--out", str(out)]
     if backend:
         cmd += ["--backend", backend]
     load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(ROOT))
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300], "wall_s": wall}
     rec = json.loads(out.read_text())
-    warm = rec.get("warm_start", {}).get("passes", 0)
-    return {"wall_s": wall, "load_avg": load, "passes": rec["iterations"], "sample_passes": warm,
+    warm = rec.get("warm_start", {})
+    return {"wall_s": wall, "cpu_s": cpu, "load_avg": load, "passes": rec["iterations"],
+            "sample_passes": warm.get("passes", 0), "sample_full_passes": warm.get("full_passes", 0.0),
             "gap": rec["gap"], "max_violation": rec["max_violation"], "converged": rec["converged"],
             "primal_objective": rec["primal_objective"], "dual_objective": rec["dual_objective"],
             "solve_s": rec["seconds"], "backend": rec["backend"]}
 
 
-def run_suite(args) -> list[dict]:
-    """Every family x seed x size: generate, solve through the CLI (each backend), HiGHS where small enough."""
-    from planner.generate import FAMILIES, family_config, generate_instance
+def _instance_file(workdir: Path, family: str, size: str, seed: int) -> tuple[Path, float | None]:
+    """The suite's instance file in `workdir`, generated unless it is already there (a --cache-dir run reuses it);
+    returns (path, seconds spent generating or None when reused)."""
+    from planner.generate import family_config, generate_instance
     from planner.instance import save_instance
+
+    n, J, K, _ = SUITE_SIZES[size]
+    path = workdir / f"{family}-{size}-{seed}.npz"
+    if path.exists():
+        return path, None
+    t0 = time.perf_counter()
+    tmp = path.with_suffix(".tmp.npz")
+    save_instance(tmp, generate_instance(family_config(family, n, J, K, seed)))
+    tmp.rename(path)  # a run stopped while writing leaves no half file under the real name
+    return path, time.perf_counter() - t0
+
+
+def _warm_up(workdir: Path, backends: list) -> None:
+    """One untimed CLI solve of a small instance per backend, so the first timed run does not compile the Numba
+    kernel (a cold NUMBA_CACHE_DIR costs several seconds once)."""
+    from planner.generate import family_config, generate_instance
+    from planner.instance import save_instance
+
+    small = workdir / "warm-up.npz"
+    save_instance(small, generate_instance(family_config("baseline", 2_000, 6, 8, 0)))
+    for backend in backends:
+        _cli_solve(small, backend, workdir / "warm-up.json", 600)
+    small.unlink()
+    (workdir / "warm-up.json").unlink(missing_ok=True)
+
+
+def run_suite(args) -> list[dict]:
+    """Every family x seed x size: generate (or reuse from --cache-dir), solve through the CLI (each backend), HiGHS
+    where small enough."""
+    from planner.generate import FAMILIES
 
     families = [f for f in args.families.split(",") if f] if args.families else list(FAMILIES)
     sizes = [s for s in args.suite_sizes.split(",") if s]
     seeds = [int(x) for x in args.seeds.split(",") if x]
     backends = [b for b in args.backends.split(",") if b] if args.backends_given else [None]
-    workdir = Path(tempfile.mkdtemp(prefix="planner-suite-"))
+    cached = args.cache_dir is not None
+    workdir = Path(args.cache_dir) if cached else Path(tempfile.mkdtemp(prefix="planner-suite-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    duals = Path(tempfile.mkdtemp(prefix="planner-duals-")) / "duals.json"
     rows = []
     try:
+        _warm_up(duals.parent, backends)
         for size in sizes:
             n, J, K, target = SUITE_SIZES[size]
             for family in families:
                 for seed in seeds:
-                    path = workdir / f"{family}-{size}-{seed}.npz"
-                    t0 = time.perf_counter()
-                    save_instance(path, generate_instance(family_config(family, n, J, K, seed)))
-                    gen_s = time.perf_counter() - t0
+                    path, gen_s = _instance_file(workdir, family, size, seed)
                     highs = _run_child("highs", path, "highs", args.highs_time_limit) if n <= args.highs_max_n \
                         else {}
                     if "error" in highs:
@@ -183,7 +221,7 @@ def run_suite(args) -> list[dict]:
                     for backend in backends:
                         row = {"size": size, "n": n, "J": J, "K": K, "family": family, "seed": seed,
                                "target_s": target, "generate_s": gen_s}
-                        row.update(_cli_solve(path, backend, workdir / "duals.json", args.time_limit + 600))
+                        row.update(_cli_solve(path, backend, duals, args.time_limit + 600))
                         row.update(highs)
                         if highs.get("highs_status") == "Optimal" and "wall_s" in row and "error" not in row:
                             row["highs_over_ours"] = highs["highs_seconds"] / row["wall_s"]
@@ -193,23 +231,28 @@ def run_suite(args) -> list[dict]:
                                           and (target is None or row.get("wall_s", 1e9) < target))
                         rows.append(row)
                         print(f"#   {json.dumps(row)}", flush=True)
-                    path.unlink()
+                    if not cached:
+                        path.unlink()
     finally:
-        for f in workdir.glob("*"):
-            f.unlink()
-        workdir.rmdir()
+        duals.unlink(missing_ok=True)
+        duals.parent.rmdir()
+        if not cached:
+            for f in workdir.glob("*"):
+                f.unlink()
+            workdir.rmdir()
     return rows
 
 
 def print_suite(rows: list[dict]) -> dict:
     """The table, the worst case per size and family, and the summary object."""
-    header = ["size", "family", "seed", "backend", "wall(s)", "load", "passes", "sample", "gap", "viol", "met",
-              "highs(s)", "highs/ours", "primal-vs-opt"]
+    header = ["size", "family", "seed", "backend", "wall(s)", "cpu(s)", "load", "passes", "sample", "gap", "viol",
+              "met", "highs(s)", "highs/ours", "primal-vs-opt"]
     print()
     print(" | ".join(f"{h:>11}" for h in header))
     for r in rows:
         cells = [r["size"], r["family"], r["seed"], r.get("backend", "-"), _fmt(r.get("wall_s")),
-                 _fmt(r.get("load_avg"), ".1f"), _fmt(r.get("passes"), "d"), _fmt(r.get("sample_passes"), "d"),
+                 _fmt(r.get("cpu_s")), _fmt(r.get("load_avg"), ".1f"), _fmt(r.get("passes"), "d"),
+                 f"{_fmt(r.get('sample_passes'), 'd')} ({_fmt(r.get('sample_full_passes'), '.1f')})",
                  _fmt(r.get("gap"), ".2e"), _fmt(r.get("max_violation"), ".2e"), "yes" if r["met"] else "NO",
                  _fmt(r.get("highs_seconds")), _fmt(r.get("highs_over_ours"), ".1f"),
                  _fmt(r.get("primal_vs_optimum"), ".1e")]
@@ -219,8 +262,10 @@ def print_suite(rows: list[dict]) -> dict:
     worst = {}
     for r in rows:
         key = f"{r['size']}/{r['family']}/{r.get('backend')}"
-        w = worst.setdefault(key, {"wall_s": 0.0, "passes": 0, "gap": 0.0, "max_violation": 0.0, "met": True})
+        w = worst.setdefault(key, {"wall_s": 0.0, "cpu_s": 0.0, "passes": 0, "gap": 0.0, "max_violation": 0.0,
+                                   "met": True})
         w["wall_s"] = max(w["wall_s"], r.get("wall_s") or 0.0)
+        w["cpu_s"] = max(w["cpu_s"], r.get("cpu_s") or 0.0)
         w["passes"] = max(w["passes"], r.get("passes") or 0)
         w["gap"] = max(w["gap"], r.get("gap") or 0.0)
         w["max_violation"] = max(w["max_violation"], r.get("max_violation") or 0.0)
@@ -228,11 +273,21 @@ def print_suite(rows: list[dict]) -> dict:
         if r.get("highs_over_ours") is not None:
             w["highs_over_ours_min"] = min(w.get("highs_over_ours_min", 1e9), r["highs_over_ours"])
     print("# wall: `python -m planner solve` from process start to exit (import, load, warm start, solve, write); "
-          "passes: full passes (+ sample: passes over the 5% warm-start sample); load: 1-min load average before")
+          "cpu: that process's user + system CPU; passes: full passes (+ sample: passes over the warm-start "
+          "samples, in brackets their cost in full passes); load: 1-min load average before")
+    for size in dict.fromkeys(r["size"] for r in rows):
+        done = [r for r in rows if r["size"] == size and "error" not in r]
+        if done:
+            print(f"# {size}: worst wall {max(r['wall_s'] for r in done):.2f} s, worst cpu "
+                  f"{max(r['cpu_s'] for r in done):.2f} s, most passes {max(r['passes'] for r in done)}, worst gap "
+                  f"{max(r['gap'] for r in done):.2e}, worst overshoot {max(r['max_violation'] for r in done):.2e}, "
+                  f"converged {sum(bool(r['converged']) for r in done)}/{len(done)}, load "
+                  f"{min(r['load_avg'] for r in done):.1f}-{max(r['load_avg'] for r in done):.1f}")
     print(f"# all targets met: {all(r['met'] for r in rows)} ({sum(r['met'] for r in rows)}/{len(rows)})")
     return {"benchmark": "planner-suite", "cpus": os.cpu_count(), "all_met": all(r["met"] for r in rows),
             "worst": worst, "runs": [{k: r.get(k) for k in (
-                "size", "family", "seed", "backend", "wall_s", "load_avg", "passes", "sample_passes", "gap",
+                "size", "family", "seed", "backend", "wall_s", "cpu_s", "load_avg", "passes", "sample_passes",
+                "sample_full_passes", "gap",
                 "max_violation", "converged", "met", "highs_seconds", "highs_over_ours", "primal_vs_optimum",
                 "error")} for r in rows]}
 
@@ -254,6 +309,8 @@ def main(argv=None) -> int:
     p.add_argument("--suite-sizes", default="tiny,medium,large", help=f"comma list of {', '.join(SUITE_SIZES)}")
     p.add_argument("--families", default="", help="comma list of generator families (default: all)")
     p.add_argument("--seeds", default="1,2,3", help="suite seeds")
+    p.add_argument("--cache-dir", default=None,
+                   help="suite: keep instance files here and reuse them on later runs (generation is never timed)")
     p.add_argument("--quick", action="store_true", help="small size, numpy and numba only")
     p.add_argument("--highs-max-n", type=int, default=None,
                    help="run HiGHS only up to this many users (default 200000; suite: 20000)")

@@ -55,7 +55,7 @@ def solve_loaded(inst: Instance, backend: str | None = None, cfg: SolverConfig =
     """Solve an in-memory instance on one process.
 
     By default large instances are warm-started from a solve on a user sample (`planner.warmstart`; `warm=None`
-    starts cold); `"warm_start"` in the record gives the sample's passes. With `sample`, the answer is the
+    starts cold); `"warm_start"` in the record gives the samples' passes (and their cost in full passes). With `sample`, the answer is the
     sample's prices, judged on all users: every figure (and `converged`) is of the whole instance.
     """
     backend = backend or default_backend()
@@ -71,7 +71,9 @@ def solve_loaded(inst: Instance, backend: str | None = None, cfg: SolverConfig =
         out = _record(sol, backend, inst.cname)
         out["seconds"] = time.perf_counter() - t0
         if on_sample is not None:
-            out["warm_start"] = {"passes": int(on_sample.iterations), "seconds": float(on_sample.seconds)}
+            out["warm_start"] = {"passes": int(on_sample.iterations), "seconds": float(on_sample.seconds),
+                                 "full_passes": round(on_sample.full_passes(inst.n), 2),
+                                 "levels": [{"users": u, "passes": p} for u, p, _, _ in on_sample.levels]}
         return out
     sub = sample_users(inst, sample, sample_seed)
     sol = solve(make(sub), sub.b, cfg)

@@ -67,6 +67,22 @@ def test_without_the_tie_break_no_price_of_a_cap_lands_in_the_window():
         assert abs(res.hard_consumption[0] / inst.b[0] - 1.0) > CFG.violation_tol
 
 
+@pytest.mark.parametrize("seed", [0, 2])
+def test_lower_temperatures_resolve_a_tie_break_narrower_than_the_last_stage(seed):
+    """A tie-break of 2e-4 spreads each group over about two widths of the schedule's last temperature (1e-4):
+    ending there, the smoothed solve converges but the rule stays over and the solve fails; going on to lower
+    temperatures when that happens (`tau_min`, the default) converges, and its bound is above HiGHS's optimum."""
+    inst = tied_groups(seed=seed)
+    kernel = NumbaKernel(inst, tie_break=2e-4)
+    stopped = solve(kernel, inst.b, SolverConfig(tau_min=CFG.tau_end))
+    assert not stopped.converged and stopped.certificate.max_violation > CFG.violation_tol
+    sol = solve(kernel, inst.b)
+    assert sol.converged
+    exact = solve_exact(inst)
+    assert sol.certificate.dual_objective >= exact.objective * (1 - 1e-9)
+    assert sol.certificate.primal_objective >= exact.objective * (1 - CFG.gap_tol)
+
+
 def test_the_tie_break_is_bounded_deterministic_and_the_same_online():
     """c <= c' <= c (1 + delta) on positive values; the array form (planner) and the per-request form (online
     rule) give bit-identical values for the same ids; the kernels, the judge and partitions agree."""
