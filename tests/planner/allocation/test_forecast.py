@@ -59,3 +59,24 @@ def test_a_level_shift_raises_the_forecast_before_the_next_refit():
     shift_ratio, shift_left = after(lambda k: 3.0)
     assert spike_ratio < 1.2 and shift_ratio > 2.5
     assert shift_left > 2.5 * spike_left
+
+
+@pytest.mark.parametrize("spike_at", [0, 4])
+def test_a_refit_after_or_during_a_spike_does_not_learn_it_as_the_level(spike_at):
+    """A refit over six new buckets, two of them at three times the forecast (early, or the last two: a refit in
+    the middle of the spike), forecasts the next six within 10% of the same refit without a spike (fitted on the raw
+    counts it forecast 1.5-2.5x too much); six buckets at three times the forecast are a level shift, and learnt."""
+    start = 3 * SEASON
+
+    def refit_on(shape) -> float:
+        counts = history(3)
+        f = ArrivalForecast(bucket_s=60.0, season_buckets=SEASON, refit_every=2)
+        f.update(counts, start * 60.0)  # first fit
+        for b in range(start, start + 6):
+            counts[b] = shape(b - start) * diurnal(np.array([b]))[0]
+        f.update(counts, (start + 6) * 60.0)  # second update: a refit
+        return f.remaining((start + 6) * 60.0, (start + 12) * 60.0)
+
+    plain = refit_on(lambda k: 1.0)
+    assert refit_on(lambda k: 3.0 if spike_at <= k < spike_at + 2 else 1.0) == pytest.approx(plain, rel=0.1)
+    assert refit_on(lambda k: 3.0) > 2.0 * plain
