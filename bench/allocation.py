@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--shape", choices=("diurnal", "flat"), default="diurnal", help="arrivals: the diurnal day "
                    "with noise and a 3x spike (default), or the same users evenly spaced (a constant rate)")
     p.add_argument("--warmup", type=float, default=25.0, help="http: seconds for the platform before the campaign")
+    p.add_argument("--trace", default=None, help="http: write every prices version's plan (JSON lines) here")
     args = p.parse_args(argv)
     if args.quick:
         args.users, args.prior = 8_000, 4_000
