@@ -94,9 +94,10 @@ class ArrivalForecast:
         """Hampel filter over the buckets completed since the last fit: log(actual / forecast) against the median
         of its neighbours (ratio_window buckets centred on it, cut at the ends); beyond max(outlier_floor, 3
         robust sigmas) it is an outlier, and the next fit sees forecast x that median instead."""
-        buckets = list(range(self._fit_end + 1, current))
-        if self._path is None or not buckets:
+        first = max(self._fit_end + 1, current - self.max_seasons * self.season)  # what a fit can see
+        if self._path is None or current <= first:
             return
+        buckets = list(range(first, current))
         predicted = np.array([self.rate(b, corrected=False) for b in buckets])
         actual = np.array([self.counts.get(b, 0.0) for b in buckets])
         if not (predicted > 0).all():
