@@ -14,7 +14,7 @@ and a spike that is over says nothing about the traffic to come; an EWMA of the 
 after it ended and priced the campaign's tail too high).
 Refits are robust to such spikes too: before a refit, the buckets completed since the last fit are judged against
 that fit's forecast (a Hampel filter on the log ratio actual / forecast, each bucket against the median of its
-neighbours within `ratio_window`); an outlier enters the new fit as the forecast times that local median. A level
+neighbours within `ratio_window` either side, the fit's own last buckets counting as ratio 1); an outlier enters the new fit as the forecast times that local median. A level
 shift moves the local median with it and is kept; a spike is not learnt as a new level. (Measured: a refit just
 after the bench's 3x spike, fitted on the raw counts, forecast the rest of the day 1.5-2.2x too high and cost 2.4
 points of value on the 60 s campaign, which is what the live bench hit: its warm-up cycles put a refit there.)
@@ -72,6 +72,7 @@ class ArrivalForecast:
         self._ratios: list[float] = []  # actual / forecast of the buckets completed since the fit (seeded with 1s)
         self.cleaned: dict[int, float] = {}  # bucket -> the value refits use instead of an outlier count
         self.outlier_floor = math.log(1.5)  # a bucket within 1.5x of its neighbours' level is never an outlier
+        self._deviations: list[float] = []  # |log ratio - local median| of the buckets judged so far (noise scale)
 
     def update(self, counts: dict[int, float], now: float) -> None:
         """New totals per bucket (the whole hash is fine); refits every `refit_every` calls, else cheap update."""
@@ -92,8 +93,9 @@ class ArrivalForecast:
 
     def _judge_since_fit(self, current: int) -> None:
         """Hampel filter over the buckets completed since the last fit: log(actual / forecast) against the median
-        of its neighbours (ratio_window buckets centred on it, cut at the ends); beyond max(outlier_floor, 3
-        robust sigmas) it is an outlier, and the next fit sees forecast x that median instead."""
+        of its neighbours (ratio_window buckets either side, cut at the newest; before the first, the fit's own
+        buckets at ratio 1); beyond max(outlier_floor, 3 robust sigmas of earlier judgements) it is an outlier, and the next fit sees
+        forecast x that median instead."""
         first = max(self._fit_end + 1, current - self.max_seasons * self.season)  # what a fit can see
         if self._path is None or current <= first:
             return
@@ -102,13 +104,19 @@ class ArrivalForecast:
         actual = np.array([self.counts.get(b, 0.0) for b in buckets])
         if not (predicted > 0).all():
             return
-        log_ratio = np.log(np.maximum(actual, 0.5) / predicted)
+        # Context: the fit's own last `ratio_window` buckets, at ratio 1 (in sample), so that a spike among the
+        # few buckets since the fit is judged against the level before it, not against itself.
         half = self.ratio_window
-        local = np.array([np.median(log_ratio[max(0, i - half):i + half + 1]) for i in range(len(buckets))])
-        deviation = np.abs(log_ratio - local)
-        limit = max(self.outlier_floor, 3 * 1.4826 * float(np.median(deviation)))
+        log_ratio = np.concatenate([np.zeros(half), np.log(np.maximum(actual, 0.5) / predicted)])
+        local = np.array([np.median(log_ratio[i - half:i + half + 1]) for i in range(half, len(log_ratio))])
+        deviation = np.abs(log_ratio[half:] - local)
+        # The noise scale comes from earlier judgements (a spike can be most of the few buckets judged now).
+        earlier = self._deviations[-self.max_seasons * self.season:]
+        sigma = 1.4826 * float(np.median(earlier)) if len(earlier) >= self.ratio_window else 0.0
+        limit = max(self.outlier_floor, 3 * sigma)
         for i in np.flatnonzero(deviation > limit):
             self.cleaned[buckets[i]] = float(predicted[i] * np.exp(local[i]))
+        self._deviations = earlier + deviation.tolist()
 
     def _refit(self, current: int) -> None:
         self._judge_since_fit(current)
