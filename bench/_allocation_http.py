@@ -157,7 +157,7 @@ def run_http(args, prior, campaign, scenario_knobs: dict, times: np.ndarray) -> 
         platform = Platform(ControllerConfig(redis_url=server.url, gateway=gateway)).start()
         start = time.time() + args.warmup
         scenario = scenario_from_instance(campaign, name="bench", starts_at=start, **scenario_knobs)
-        seed_history(client, scenario, prior, start, seasons=2, n_per_season=campaign.n, shape=args.shape)
+        seed_history(client, scenario, prior, start, seasons=2, n_per_season=args.history_n, shape=args.shape)
         platform.apply(parse_spec({"scenarios": [scenario.model_dump(mode="json")]}))
         deadline = start + args.warmup
         while DualPriceStore(client).read("bench") is None and time.time() < deadline:
