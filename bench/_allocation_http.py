@@ -84,6 +84,33 @@ async def _replay(url: str, requests: list[dict], times: np.ndarray, start: floa
         await asyncio.gather(*tasks)
 
 
+class _PlanTrace:
+    """`--trace PATH`: every prices version's plan as the replicas got it (polled every 0.1 s), for diagnosis."""
+
+    def __init__(self, store, begin: float):
+        import threading
+
+        self.store, self.begin, self.rows, self.stop = store, begin, {}, threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self) -> None:
+        while not self.stop.wait(0.1):
+            prices = self.store.read("bench")
+            if prices is not None and prices.version not in self.rows:
+                self.rows[prices.version] = {"version": prices.version, "at": prices.computed_at - self.begin,
+                                             "published": prices.published_at - self.begin,
+                                             "lam": prices.as_array().round(5).tolist(), **prices.plan}
+
+    def dump(self, path: str, times: np.ndarray) -> None:
+        self.stop.set()
+        self.thread.join()
+        with open(path, "w") as f:
+            for row in self.rows.values():
+                row["true_remaining"] = int(times.size - np.searchsorted(times, row["at"]))
+                f.write(orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+
+
 def steady_p99_ms(out: HttpResult, mean_rate: float, slack: float = 1.25) -> float:
     """p99 latency of the requests sent in whole seconds of the campaign that saw at most `slack` x the mean rate
     (the latency "at the mean rate": the diurnal peak and the surprise spike reach ~5x it and queue on 2 cores)."""
@@ -130,7 +157,7 @@ def run_http(args, prior, campaign, scenario_knobs: dict, times: np.ndarray) -> 
         platform = Platform(ControllerConfig(redis_url=server.url, gateway=gateway)).start()
         start = time.time() + args.warmup
         scenario = scenario_from_instance(campaign, name="bench", starts_at=start, **scenario_knobs)
-        seed_history(client, scenario, prior, start, seasons=2, n_per_season=campaign.n, shape=args.shape)
+        seed_history(client, scenario, prior, start, seasons=2, n_per_season=args.history_n, shape=args.shape)
         platform.apply(parse_spec({"scenarios": [scenario.model_dump(mode="json")]}))
         deadline = start + args.warmup
         while DualPriceStore(client).read("bench") is None and time.time() < deadline:
@@ -141,6 +168,7 @@ def run_http(args, prior, campaign, scenario_knobs: dict, times: np.ndarray) -> 
         url = f"http://127.0.0.1:{port}{scenario.route_prefix}"
         planner = ray.get_actor(planner_actor_name("bench", NAMESPACE), namespace=NAMESPACE)
         begin = max(start, time.time() + 1.0)
+        print(f"campaign begins {begin - start:.2f} s after the scenario's starts_at")
         time.sleep(max(0.0, begin - time.time() - 0.2))
         before = ray.get(planner.status.remote(), timeout=30)  # cycles from here on are the campaign's
         # The client must not time its own collector: a full collection over the campaign's request bodies
@@ -148,10 +176,13 @@ def run_http(args, prior, campaign, scenario_knobs: dict, times: np.ndarray) -> 
         gc.collect()
         gc.freeze()
         cpu_before, wall0 = cpu_snapshot(), time.perf_counter()
+        tracer = _PlanTrace(DualPriceStore(client), begin) if getattr(args, "trace", None) else None
         try:
             asyncio.run(_replay(url, requests, times, begin, args.in_flight, out))
         finally:
             gc.unfreeze()
+            if tracer is not None:
+                tracer.dump(args.trace, np.sort(times))
         out.wall_s = time.perf_counter() - wall0
         out.cpu = cpu_attribution(cpu_before, cpu_snapshot(), out.wall_s)
         after = ray.get(planner.status.remote(), timeout=30)

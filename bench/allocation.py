@@ -12,7 +12,10 @@ horizon), a day compressed into `--horizon` simulated seconds. Modes:
   with `--rate` sets the horizon (users / rate), `--horizon` with `--rate` the users.
 Printed: realised value against the hindsight LP optimum (HiGHS on the whole campaign), first come first served,
 greedy without prices and dual mirror descent alone (per-request dual steps from zero prices, no solver, step chosen
-on yesterday's users); each constraint's final use against capacity; decision p50/p99 (wall time of the call);
+on yesterday's users) three ways: told the campaign's true request count (the strong anchor, `dmd_vs_hindsight`),
+with yesterday's count (`dmd_yesterday_vs_hindsight`; the same as the true count unless `--history-level` says
+otherwise), and re-paced every cycle on the loop's own forecast (`dmd_forecast_vs_hindsight`: DMD as a user would
+run it); each constraint's final use against capacity; decision p50/p99 (wall time of the call);
 the price refresh lag (wall seconds from a cycle's data snapshot to new prices in every replica); over http, the
 CPU time of each process role over the campaign (bench/_cpu_share.py). `--shape flat` spaces the same users evenly
 (a constant rate; the default keeps the diurnal day and its spike). Last line: JSON.
@@ -22,6 +25,7 @@ CPU time of each process role over the campaign (bench/_cpu_share.py). `--shape 
     .venv/bin/python bench/allocation.py --mode http                  # 500 req/s for 60 s
     .venv/bin/python bench/allocation.py --mode http --users 10000    # 500 req/s for 20 s
     .venv/bin/python bench/allocation.py --mode http --shape flat     # 500 req/s, evenly spaced
+    .venv/bin/python bench/allocation.py --spike 1 --history-level 0.85   # no spike, today 18% busier
 """
 
 from __future__ import annotations
@@ -64,11 +68,17 @@ def run_inproc(args, prior, campaign, scenario, times, start):
     server = EmbeddedRedis(data_dir=Path(tempfile.mkdtemp(prefix="alloc-bench-")), appendonly=False).start()
     client = redis.Redis(host=server.host, port=server.port)
     try:
-        seed_history(client, scenario, prior, start, seasons=2, n_per_season=campaign.n, shape=args.shape)
+        seed_history(client, scenario, prior, start, seasons=2, n_per_season=history_n(args, campaign),
+                     shape=args.shape)
         return replay_live(campaign, times, scenario, client, start=start, replicas=args.replicas)
     finally:
         client.close()
         server.stop()
+
+
+def history_n(args, campaign) -> int:
+    """Requests per season of the arrival history ("yesterday's count")."""
+    return int(round(campaign.n * args.history_level))
 
 
 def _figure(x, digits: int = 4) -> float | None:
@@ -104,7 +114,12 @@ def main(argv=None) -> int:
     p.add_argument("--in-flight", type=int, default=256, help="http: most requests outstanding at the client")
     p.add_argument("--shape", choices=("diurnal", "flat"), default="diurnal", help="arrivals: the diurnal day "
                    "with noise and a 3x spike (default), or the same users evenly spaced (a constant rate)")
+    p.add_argument("--spike", type=float, default=3.0, help="the surprise spike's rate factor, for 4%% of the "
+                   "horizon from 55%% of it (1: none); the campaign's request count stays --users")
+    p.add_argument("--history-level", type=float, default=1.0, help="yesterday's request count (the arrival "
+                   "history) as a share of today's: 1 means the same count, 0.85 today 18%% busier")
     p.add_argument("--warmup", type=float, default=25.0, help="http: seconds for the platform before the campaign")
+    p.add_argument("--trace", default=None, help="http: write every prices version's plan (JSON lines) here")
     args = p.parse_args(argv)
     if args.quick:
         args.users, args.prior = 8_000, 4_000
@@ -120,8 +135,11 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()[0]
 
     from planner.allocation.campaign import (
+        arrival_times,
         choose_dmd_step,
+        history_counts,
         replay_baseline,
+        replay_dmd_forecast,
         scenario_from_instance,
     )
     from planner.highs import solve_exact
@@ -131,9 +149,8 @@ def main(argv=None) -> int:
     scenario = scenario_from_instance(campaign, name="bench", horizon_s=horizon, cycle_s=args.cycle,
                                       sample_rate=args.sample_rate, season_s=horizon, season_buckets=48,
                                       starts_at=1_000_000.0, solver_sample_size=args.sample_size, refit_every=20)
-    from planner.allocation.campaign import arrival_times
-
-    times = arrival_times(campaign.n, horizon, seed=args.seed + 7, shape=args.shape)
+    spike = (0.55, 0.04, args.spike) if args.spike != 1.0 else None
+    times = arrival_times(campaign.n, horizon, seed=args.seed + 7, shape=args.shape, spike=spike)
     order = np.argsort(times, kind="stable")
     print(f"campaign: {campaign.n} users x J={campaign.J}, K={campaign.K} constraints, horizon {horizon:g} s "
           f"(simulated), cycle {args.cycle:g} s, {args.replicas} replicas, sample rate {args.sample_rate}")
@@ -146,6 +163,11 @@ def main(argv=None) -> int:
     value_scale = float(np.mean(np.where(prior.mask, prior.c, 0).max(axis=1)))
     step = choose_dmd_step(prior, value_scale)
     dmd, dmd_use = replay_baseline(campaign, order, "dmd", step, value_scale, total_requests=campaign.n)
+    dmd_yesterday, _ = replay_baseline(campaign, order, "dmd", step, value_scale,
+                                       total_requests=history_n(args, campaign))
+    history = history_counts(scenario, 1_000_000.0, history_n(args, campaign), shape=args.shape)
+    dmd_forecast, _ = replay_dmd_forecast(campaign, times, scenario, step, value_scale, start=1_000_000.0,
+                                          history=history)
     print(f"baselines in {time.perf_counter() - t0:.1f} s (DMD step {step:g}, chosen on yesterday's users)")
 
     t0 = time.perf_counter()
@@ -154,6 +176,7 @@ def main(argv=None) -> int:
 
         knobs = scenario.model_dump(exclude={"name", "route_prefix", "constraints", "usage_types", "starts_at"})
         knobs.update(num_replicas=args.replicas)
+        args.history_n = history_n(args, campaign)
         live, scenario = run_http(args, prior, campaign, knobs, times)
         print(f"http: {live.sent} sent at {live.sent / args.horizon:.0f} req/s mean, errors {live.errors or 'none'}")
         counts = live.planner
@@ -168,11 +191,14 @@ def main(argv=None) -> int:
         print(f"  refused: {reason}")
 
     ref = exact.objective
-    rows = [("raygate (nearline + leases + DMD step)", live.value), ("dual mirror descent alone", dmd),
+    rows = [("raygate (nearline + leases + DMD step)", live.value),
+            ("DMD alone, told the true request count", dmd),
+            ("DMD alone, count = yesterday's", dmd_yesterday),
+            ("DMD alone, re-paced on the loop's forecast", dmd_forecast),
             ("greedy without prices", greedy), ("first come, first served", fcfs)]
-    print(f"\n{'policy':42s} {'value':>12s} {'vs hindsight':>13s}")
+    print(f"\n{'policy':44s} {'value':>12s} {'vs hindsight':>13s}")
     for name, value in rows:
-        print(f"{name:42s} {value:12.2f} {value / ref:13.4f}")
+        print(f"{name:44s} {value:12.2f} {value / ref:13.4f}")
     use = live.consumption / campaign.b
     print(f"\n{'constraint':22s} {'capacity':>12s} {'used':>12s} {'use':>8s} {'DMD use':>8s}")
     for k in range(campaign.K):
@@ -192,6 +218,8 @@ def main(argv=None) -> int:
     figures = {
         "value_vs_hindsight": round(live.value / ref, 5), "fcfs_vs_hindsight": round(fcfs / ref, 5),
         "greedy_vs_hindsight": round(greedy / ref, 5), "dmd_vs_hindsight": round(dmd / ref, 5),
+        "dmd_yesterday_vs_hindsight": round(dmd_yesterday / ref, 5),
+        "dmd_forecast_vs_hindsight": round(dmd_forecast / ref, 5),
         "max_overspend": round(float(max(0.0, np.max(use - 1.0))), 6),
         "decision_p50_ms": _figure(np.percentile(dec, 50)),
         "decision_p99_ms": _figure(np.percentile(dec, 99)), "price_lag_s": _figure(np.median(lag)),
@@ -199,7 +227,8 @@ def main(argv=None) -> int:
         "price_lag_max_s": _figure(np.max(lag)), "hindsight": round(ref, 3), "users": campaign.n,
         "K": campaign.K, "replicas": args.replicas, "horizon_s": args.horizon, "cycle_s": args.cycle,
         "rate": round(campaign.n / args.horizon, 1), "cycles": counts["cycles"], "published": counts["published"],
-        "errors": errors, "stale_answers": live.stale_answers, "mode": args.mode,
+        "errors": errors, "stale_answers": live.stale_answers, "mode": args.mode, "spike": args.spike,
+        "history_level": args.history_level, "seed": args.seed,
         "load_average_before": round(load_before, 1), "load_average": round(os.getloadavg()[0], 1),
     }
     if args.mode == "http":

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from planner.allocation.decide import consumption_unit, decide, dmd_step
+from planner.allocation.forecast import ArrivalForecast
 from planner.allocation.nearline import NearlineLoop
+from planner.allocation.pacing import per_request_rates, remaining_requests
 from planner.allocation.samples import SampleStore
 from planner.allocation.scenario import ScenarioSpec
 from planner.allocation.service import Allocator
@@ -25,7 +27,9 @@ __all__ = [
     "arrival_rate",
     "arrival_times",
     "choose_dmd_step",
+    "history_counts",
     "replay_baseline",
+    "replay_dmd_forecast",
     "replay_live",
     "request_of",
     "sample_of",
@@ -101,16 +105,19 @@ def _consumption(inst: Instance, i: int) -> np.ndarray:
 
 
 def replay_baseline(inst: Instance, order, rule: str, step: float = 0.0, value_scale: float = 1.0,
-                    total_requests: int | None = None) -> tuple[float, np.ndarray]:
+                    total_requests: int | None = None, repace=None) -> tuple[float, np.ndarray]:
     """Serve users in `order` with a hard stop; rule: "fcfs" (best value that still fits), "greedy" (best value per
     share of the budgets it uses, if it fits; no prices) or "dmd" (dual mirror descent from zero prices with the
-    per-request budget rate b / total_requests and relative step `step`). Returns (value, consumption)."""
+    per-request budget rate b / total_requests and relative step `step`; `repace(n, remaining)`, if given, is asked
+    before the n-th request and may return a new rate). Returns (value, consumption)."""
     remaining = inst.b.astype(np.float64).copy()
     lam = np.zeros(inst.K)
     unit = np.zeros(inst.K)
     rate = inst.b / float(total_requests or len(order))
     value = 0.0
-    for i in order:
+    for n, i in enumerate(order):
+        if repace is not None and (fresh := repace(n, remaining)) is not None:
+            rate = fresh
         js, m = _consumption(inst, i)
         c = inst.c[i, js]
         if rule == "fcfs":
@@ -128,6 +135,33 @@ def replay_baseline(inst: Instance, order, rule: str, step: float = 0.0, value_s
             remaining -= d.consumption
             value += float(c[d.index])
     return value, inst.b - remaining
+
+
+def replay_dmd_forecast(inst: Instance, times: np.ndarray, scenario: ScenarioSpec, step: float, value_scale: float,
+                        *, start: float, history: dict[int, int]) -> tuple[float, np.ndarray]:
+    """DMD as a user would run it, without the true request count: every `cycle_s` its per-request rate is re-paced
+    to b(t) / N(t), N(t) from the loop's own forecast (the same ArrivalForecast and forecast_margin on the same
+    history and the arrivals so far). Users arrive at start + times; returns (value, consumption)."""
+    order = np.argsort(times, kind="stable")
+    at = start + np.asarray(times, dtype=np.float64)[order]
+    end = start + scenario.horizon_s
+    forecast = ArrivalForecast(scenario.bucket_s, scenario.season_buckets, scenario.refit_every)
+    counts = dict(history)
+    state = {"next": start, "seen": 0}
+
+    def repace(n: int, remaining: np.ndarray):
+        now = float(at[n])
+        if now < state["next"]:
+            return None
+        for b, c in zip(*np.unique((at[state["seen"]:n] // scenario.bucket_s).astype(int), return_counts=True)):
+            counts[int(b)] = counts.get(int(b), 0) + int(c)
+        state["next"], state["seen"] = now + scenario.cycle_s, n
+        forecast.update(counts, now)
+        N = remaining_requests(forecast.remaining(now, end), n / max(now - start, 1e-9), end - now,
+                               scenario.forecast_margin)
+        return per_request_rates(inst.b, inst.b - remaining, N)
+
+    return replay_baseline(inst, order, "dmd", step, value_scale, repace=repace)
 
 
 def choose_dmd_step(pilot: Instance, value_scale: float, steps=(0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)) -> float:
@@ -210,21 +244,28 @@ def replay_live(inst: Instance, times: np.ndarray, scenario: ScenarioSpec, clien
     return out
 
 
+def history_counts(scenario: ScenarioSpec, start: float, n_per_season: int, seasons: int = 2, seed: int = 1,
+                   shape: str = "diurnal") -> dict[int, int]:
+    """Arrival counts per bucket of the `seasons` seasons before `start` (no spike; evenly spaced for
+    `shape="flat"`, so the forecast expects the campaign's constant rate)."""
+    counts: dict[int, int] = {}
+    for s in range(seasons, 0, -1):
+        t = arrival_times(n_per_season, scenario.season_s, seed=seed + s, spike=None, shape=shape)
+        buckets = ((start - s * scenario.season_s + t) // scenario.bucket_s).astype(int)
+        for b, c in zip(*np.unique(buckets, return_counts=True)):
+            counts[int(b)] = counts.get(int(b), 0) + int(c)
+    return counts
+
+
 def seed_history(client, scenario: ScenarioSpec, prior: Instance, start: float, seasons: int = 2,
                  namespace: str = "raygate", n_per_season: int | None = None, seed: int = 1,
                  shape: str = "diurnal") -> None:
-    """Earlier seasons' traffic: arrival counts per bucket (no spike; evenly spaced for `shape="flat"`, so the
-    forecast expects the campaign's constant rate) and the prior users as sampled requests."""
+    """Earlier seasons' traffic: arrival counts per bucket (`history_counts`) and the prior users as sampled
+    requests."""
     from planner.allocation.budget import BudgetStore
 
     rng = np.random.default_rng(seed)
-    bucket = scenario.bucket_s
-    season = scenario.season_s
-    counts: dict[int, int] = {}
-    for s in range(seasons, 0, -1):
-        t = arrival_times(n_per_season or prior.n, season, seed=seed + s, spike=None, shape=shape)
-        for b, c in zip(*np.unique(((start - s * season + t) // bucket).astype(int), return_counts=True)):
-            counts[int(b)] = counts.get(int(b), 0) + int(c)
+    counts = history_counts(scenario, start, n_per_season or prior.n, seasons, seed, shape)
     BudgetStore(client, scenario.name, namespace).add_arrivals(counts)
     order = rng.permutation(prior.n)
     SampleStore(client, scenario.name, namespace).append(

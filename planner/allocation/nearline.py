@@ -29,6 +29,7 @@ from planner.allocation.forecast import ArrivalForecast
 from planner.allocation.pacing import (
     paced_capacities,
     per_request_rates,
+    remaining_requests,
     update_correction,
 )
 from planner.allocation.samples import SampleStore, SampleWindow
@@ -137,12 +138,12 @@ class NearlineLoop:
     def _remaining_requests(self, now: float, arrivals: dict[int, int]) -> float:
         """N(t): the forecast (or the rate seen so far, extrapolated) times 1 + forecast_margin."""
         forecast = self.forecast.remaining(now, self.end_at)
+        rate = 0.0
         if forecast is None:
             seen = sum(c for b, c in arrivals.items() if b * self.scenario.bucket_s >= (self.start_at or now))
             elapsed = max(now - (self.start_at or now), 1e-9)
             rate = seen / elapsed if seen else len(self.window) / max(self.scenario.cycle_s, 1e-9)
-            forecast = rate * max(self.end_at - now, 0.0)
-        return max(forecast * (1.0 + self.scenario.forecast_margin), 1.0)
+        return remaining_requests(forecast, rate, self.end_at - now, self.scenario.forecast_margin)
 
     def _correct(self, used: np.ndarray, arrivals_total: float, report: CycleReport) -> None:
         """Accumulate what the published prices planned (per request, times the requests served) and what was

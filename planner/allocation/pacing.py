@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["paced_capacities", "per_request_rates", "remaining_budget", "update_correction"]
+__all__ = ["paced_capacities", "per_request_rates", "remaining_budget", "remaining_requests", "update_correction"]
 
 _FLOOR = 1e-9  # share of the capacity kept as the smallest paced capacity
 
@@ -30,6 +30,13 @@ def paced_capacities(capacity: np.ndarray, used: np.ndarray, sample_size: float,
     if correction is not None:
         paced = paced * correction
     return np.maximum(paced, _FLOOR * capacity)
+
+
+def remaining_requests(forecast: float | None, observed_rate: float, time_left: float, margin: float) -> float:
+    """N(t): the forecast arrivals still to come (without a forecast, the rate observed so far over the time left),
+    times 1 + margin; at least 1."""
+    expected = forecast if forecast is not None else observed_rate * max(time_left, 0.0)
+    return max(expected * (1.0 + margin), 1.0)
 
 
 def per_request_rates(capacity: np.ndarray, used: np.ndarray, remaining_requests: float) -> np.ndarray:

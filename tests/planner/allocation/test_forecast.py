@@ -59,3 +59,27 @@ def test_a_level_shift_raises_the_forecast_before_the_next_refit():
     shift_ratio, shift_left = after(lambda k: 3.0)
     assert spike_ratio < 1.2 and shift_ratio > 2.5
     assert shift_left > 2.5 * spike_left
+
+
+@pytest.mark.parametrize(("new", "spike_at"), [(6, 0), (6, 4), (3, 1)])
+def test_a_refit_after_or_during_a_spike_does_not_learn_it_as_the_level(new, spike_at):
+    """A refit over `new` buckets, two of them at three times the forecast (early, the last two: a refit in the
+    middle of the spike, or two of only three), forecasts the next six within 10% of the same refit without a spike
+    (fitted on the raw counts it forecast 1.2-3x too much); buckets all at three times the forecast are a level
+    shift, and learnt."""
+    base = 29_400_000  # buckets numbered as unix minutes are (a first version allocated a list up to here)
+    start = base + 3 * SEASON
+
+    def refit_on(shape) -> float:
+        counts = {base + b: c for b, c in history(3).items()}
+        f = ArrivalForecast(bucket_s=60.0, season_buckets=SEASON, refit_every=2)
+        f.update(counts, start * 60.0)  # first fit
+        for b in range(start, start + new):
+            counts[b] = shape(b - start) * diurnal(np.array([b - base]))[0]
+        f.update(counts, (start + new) * 60.0)  # second update: a refit
+        return f.remaining((start + new) * 60.0, (start + new + 6) * 60.0)
+
+    plain = refit_on(lambda k: 1.0)
+    assert refit_on(lambda k: 3.0 if spike_at <= k < spike_at + 2 else 1.0) == pytest.approx(plain, rel=0.1)
+    if new == 6:
+        assert refit_on(lambda k: 3.0) > 2.0 * plain
