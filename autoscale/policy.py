@@ -200,7 +200,11 @@ def decide(config: AutoscalingConfig, window: WindowSnapshot, forecast: Forecast
     lead_s = lead if lead is not None else config.startup_prior_s
     state = replace(state, lead_time_s=lead, pending=pending,
                     first_decision_at=state.first_decision_at if state.first_decision_at is not None else now)
-    stable = window.since(now - config.stable_window_s)
+    # Windows are whole reported seconds: the last `stable_window_s` of them before the current, incomplete one
+    # (second S is reported during S + 1, so a window that began at `now - stable_window_s` held one second
+    # fewer, and a 2 s window could miss its only row on every tick when the reporter's phase trailed the tick's).
+    newest = math.floor(now)
+    stable = window.since(newest - config.stable_window_s)
     if not stable:
         held = replace(state, target=current, decided_at=now)
         return Decision(current, "no_data", held, detail="no metrics in the stable window; holding")
@@ -213,7 +217,7 @@ def decide(config: AutoscalingConfig, window: WindowSnapshot, forecast: Forecast
 
     target_load = config.target_ongoing_requests
     signals = [("stable", load.concurrency / target_load)]
-    panic_samples = window.since(now - config.panic_window_s)
+    panic_samples = window.since(newest - config.panic_window_s)
     panic_until = state.panic_until
     if panic_samples:
         panic_load, _ = _measure(panic_samples, service_s, config, counts.ready, lead_s)

@@ -204,3 +204,20 @@ def test_decisions_are_json_ready():
     decision = clock.run(40, 32.0)
     data = json.loads(json.dumps(decision.to_dict()))
     assert data["target"] == 4 and data["reason"] == "hold" and "stable" in data["signals"]
+
+
+def test_a_short_window_sees_the_last_whole_seconds_between_ticks():
+    """A 2 s stable window ticked mid-second holds the last two whole seconds: the row of the second just ended
+    may not have arrived yet (second S is reported during S + 1), and the one before it still counts. (A window
+    that began at `now - 2` held only that missing row, so a reporter whose phase trailed the scaler's ticks
+    left a scale-to-zero version at no_data for good.)"""
+    config = CONFIG.model_copy(update={"min_replicas": 0, "scale_to_zero": True, "scale_to_zero_delay_s": 2.0,
+                                       "stable_window_s": 2.0, "panic_window_s": 1.0, "downscale_delay_s": 0.0})
+    state = PolicyState(target=1)
+    for tick in range(8):  # every tick at .5, the row of the second just ended still in flight
+        now = 10_000.5 + tick
+        late = Sample(second=int(now) - 2, arrivals=0.0, completions=0.0, in_flight=0.0, queued=0.0, reporters=1)
+        decision = decide(config, WindowSnapshot((late,), ReplicaCounts(ready=1)), None, state, now)
+        assert decision.reason != "no_data", (tick, decision)
+        state = decision.new_state
+    assert state.target == 0
