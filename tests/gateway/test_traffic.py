@@ -65,25 +65,30 @@ async def _gateways_caught_up(platform, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-def _linear_faults_since(platform, since: float) -> list[dict]:
-    """Ejections of quickstart/linear replicas any gateway made after `since` (wall seconds): while one of a
-    version's replicas is out, its keys legitimately fall back to the other version."""
+def _linear_ejections(platform) -> list[dict]:
+    """Every gateway's recorded ejections of quickstart/linear replicas (`at` wall seconds, out for `for_s`):
+    while one of a version's replicas is out, its keys legitimately fall back to the other version."""
     stats = ray.get([g.stats.remote() for g in platform.platform.gateways()])
-    return [e for s in stats for e in s["ejections"]
-            if e["replica_id"].startswith("quickstart.linear.") and e["at"] + e["for_s"] >= since]
+    return [e for s in stats for e in s["ejections"] if e["replica_id"].startswith("quickstart.linear.")]
 
 
 async def _sticky_read(platform, session, url, keys) -> tuple[dict[str, str], dict[str, str]]:
-    """Every key's version, read twice; measured again (at most 3 times) when a linear replica was ejected
-    around the reads (a replica fault is not what this test is about: the failover tests are)."""
-    for _ in range(3):
+    """Every key's version, read twice, with every linear replica in the table and none ejected; measured again
+    (at most 5 times) when an ejection overlapped the reads (a replica fault is not what this test is about:
+    the failover tests are)."""
+    overlapping: list[dict] = []
+    for _ in range(5):
         await wait_for(lambda: settled_version(platform), 30, "quickstart/linear running")
+        await wait_for(lambda: all(e["at"] + e["for_s"] < time.time() for e in _linear_ejections(platform)), 30,
+                       "no linear replica ejected")
         started = time.time()
         first = await _keys_to_versions(session, url, keys)
         second = await _keys_to_versions(session, url, keys)
-        if not _linear_faults_since(platform, started - 1.0):
+        ended = time.time()
+        overlapping = [e for e in _linear_ejections(platform) if e["at"] <= ended and e["at"] + e["for_s"] >= started]
+        if not overlapping:
             return first, second
-    raise AssertionError(f"linear replicas kept failing: {_linear_faults_since(platform, started - 1.0)}")
+    raise AssertionError(f"linear replicas kept failing: {overlapping}")
 
 
 def settled_version(platform) -> bool:
