@@ -40,7 +40,9 @@ class AckTracker:
         self._changed = asyncio.Event()
 
     def record(self, watcher_id: str, version: int) -> None:
-        slot = watcher_id.rpartition("/")[0]  # "" for ids without a slot (a handle's: its replica id)
+        # "" for ids without a slot: a handle's id is its replica id, made of spec names, which never hold "/"
+        # (deploy/spec.py's name rule)
+        slot = watcher_id.rpartition("/")[0]
         if slot and watcher_id not in self.acks:  # a new instance of the slot: the one it replaced is gone
             for older in [w for w in self.acks if w.startswith(slot + "/")]:
                 del self.acks[older]

@@ -109,7 +109,8 @@ class Allocator:
         """Start the price reader (polling every `poll_s`, default the scenario's price_poll_s) and the sync loop."""
         self.reader.start(poll_s or self.scenario.price_poll_s)
         # The first lease before the first request: a replica that answered before its first sync would hand
-        # out nothing (the hard stop on an empty lease) until the sync thread came round. Never raises.
+        # out nothing (the hard stop on an empty lease) until the sync thread came round. Never raises; with
+        # Redis down it returns after one socket timeout with no lease, which is all a replica could have then.
         self.sync()
         thread = threading.Thread(target=self._sync_loop, name=f"alloc-sync-{self.scenario.name}", daemon=True)
         thread.start()
