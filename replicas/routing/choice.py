@@ -25,6 +25,7 @@ class ReplicaSlot:
     latency: float = 0.0  # moving average of answered requests' latency, seconds
     consecutive_failures: int = 0  # 5xx answers in a row
     retired: bool = False  # gone from the table: close the connection when in_flight reaches 0
+    ejection: dict | None = None  # the record (Router.ejections) of the ejection it is out for, until readmitted
 
     @property
     def replica_id(self) -> str:

@@ -92,6 +92,5 @@ class HealthMonitor:
             slot.probing = False
         slot.probation, slot.ejected_until = after_probe(answered, router.clock(), router.policy)
         if answered:
-            slot.consecutive_failures = 0
-            router.in_probation = sum(1 for s in router.slots() if s.probation)
+            router.readmitted(slot)
         return answered

@@ -383,8 +383,9 @@ class Router:
             return False
         slot.ejections, slot.ejected_until, slot.probation = ejection.in_a_row, ejection.until, True
         self.in_probation += 1
-        self.ejections.append({"replica_id": slot.replica_id, "reason": reason, "at": time.time(),
-                               "for_s": ejection.duration_s})
+        slot.ejection = {"replica_id": slot.replica_id, "reason": reason, "at": time.time(),
+                         "for_s": ejection.duration_s, "readmitted_at": None}
+        self.ejections.append(slot.ejection)
         self.observer.ejected(slot.replica_id, reason)
         version = view.by_name.get(slot.info.version)
         if version is not None:
@@ -393,6 +394,15 @@ class Router:
         if connection is not None and connection.pending and closes_connection(reason, view.route.idempotent):
             connection.close()  # its in-flight calls fail now and are retried elsewhere
         return True
+
+    def readmitted(self, slot: ReplicaSlot) -> None:
+        """A fresh connection answered the probe (health.py took it off probation): its ejection record says
+        when, in wall seconds (`for_s` is the least it stays out; a probe that fails keeps it out longer)."""
+        slot.consecutive_failures = 0
+        self.in_probation = sum(1 for s in self.slots() if s.probation)
+        if slot.ejection is not None:
+            slot.ejection["readmitted_at"] = time.time()
+            slot.ejection = None
 
     def _close(self, slot: ReplicaSlot) -> None:
         if slot.connection is not None:

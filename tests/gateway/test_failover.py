@@ -64,7 +64,8 @@ async def _wait_whole(platform, gone: str | None = None) -> None:
 def _new_ejections(platform, replica_id: str, known: list[dict], fault_at: float, reasons: set[str]) -> list[dict]:
     """The victim's ejections by the gateways since `known` (those recorded before the fault): at least one, every
     one after the fault (caused by it, not before it), each for one of `reasons`."""
-    ejections = [e for e in _ejections_of(platform, replica_id) if e not in known]
+    seen = {(e["at"], e["reason"]) for e in known}  # by identity: `readmitted_at` is filled in later
+    ejections = [e for e in _ejections_of(platform, replica_id) if (e["at"], e["reason"]) not in seen]
     assert ejections, f"{replica_id} was not ejected after the fault (before it: {known})"
     assert all(e["at"] >= fault_at for e in ejections), (fault_at, ejections)
     assert {e["reason"] for e in ejections} <= reasons, ejections

@@ -66,37 +66,61 @@ async def _gateways_caught_up(platform, timeout_s: float = 10.0) -> None:
 
 
 def _linear_ejections(platform) -> list[dict]:
-    """Every gateway's recorded ejections of quickstart/linear replicas (`at` wall seconds, out for `for_s`):
-    while one of a version's replicas is out, its keys legitimately fall back to the other version."""
+    """Every gateway's recorded ejections of quickstart/linear replicas (`at` wall seconds, out for at least
+    `for_s`, `readmitted_at` None until a probe brought it back): while one of a version's replicas is out, its
+    keys legitimately fall back to the other version."""
     stats = ray.get([g.stats.remote() for g in platform.platform.gateways()])
-    return [e for s in stats for e in s["ejections"] if e["replica_id"].startswith("quickstart.linear.")]
+    return [dict(e, gateway_pid=s["pid"]) for s in stats for e in s["ejections"]
+            if e["replica_id"].startswith("quickstart.linear.")]
+
+
+def _linear(platform) -> dict:
+    return next(d for a in platform.platform.status()["apps"] if a["name"] == "quickstart"
+                for d in a["deployments"] if d["name"] == "linear")
+
+
+def _settled_version(platform) -> bool:
+    return all(v["running"] == v["target"] and all(r["state"] == "RUNNING" for r in v["replicas"])
+               for v in _linear(platform)["versions"])
+
+
+async def _every_linear_replica_in_choice(platform, timeout_s: float = 30.0) -> float:
+    """Wait (bounded) until no gateway keeps a linear replica of the table out of choice (ejected, or on
+    probation past its `for_s` while probes fail); -> the wall time just before the check that found none."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        checked = time.time()
+        current = {r["replica_id"] for v in _linear(platform)["versions"] for r in v["replicas"]}
+        out = [e for e in _linear_ejections(platform) if e["readmitted_at"] is None and e["replica_id"] in current]
+        if not out:
+            return checked
+        assert time.monotonic() < deadline, f"linear replicas still out of choice: {out}"
+        await asyncio.sleep(0.05)
 
 
 async def _sticky_read(platform, session, url, keys, twice: bool = True) -> tuple[dict[str, str], dict[str, str]]:
     """Every key's version, read twice (once unless `twice`: the second read then repeats the first), with every
-    linear replica in the table and none ejected; measured again
-    (at most 5 times) when an ejection overlapped the reads (a replica fault is not what this test is about:
-    the failover tests are)."""
+    linear replica in the table and in choice on every gateway; measured again (at most 5 times) when a replica
+    was ejected since that check (a replica fault is not what this test is about: the failover tests are)."""
     overlapping: list[dict] = []
     for _ in range(5):
         await wait_for(lambda: _settled_version(platform), 30, "quickstart/linear running")
-        await wait_for(lambda: all(e["at"] + e["for_s"] < time.time() for e in _linear_ejections(platform)), 30,
-                       "no linear replica ejected")
-        started = time.time()
+        checked = await _every_linear_replica_in_choice(platform)
         first = await _keys_to_versions(session, url, keys)
         second = await _keys_to_versions(session, url, keys) if twice else first
-        ended = time.time()
-        overlapping = [e for e in _linear_ejections(platform) if e["at"] <= ended and e["at"] + e["for_s"] >= started]
+        overlapping = [e for e in _linear_ejections(platform) if e["at"] >= checked]
         if not overlapping:
             return first, second
     raise AssertionError(f"linear replicas kept failing: {overlapping}")
 
 
-def _settled_version(platform) -> bool:
-    deployment = next(d for a in platform.platform.status()["apps"] if a["name"] == "quickstart"
-                      for d in a["deployments"] if d["name"] == "linear")
-    return all(v["running"] == v["target"] and all(r["state"] == "RUNNING" for r in v["replicas"])
-               for v in deployment["versions"])
+def _moved(platform, first: dict[str, str], second: dict[str, str]) -> str:
+    """What an assertion says when keys changed version: which, and what every gateway ran at the time."""
+    changed = {k: (first[k], second[k]) for k in first if first[k] != second[k]}
+    gateways = [{k: s[k] for k in ("pid", "index", "state", "table_version")}
+                for s in ray.get([g.stats.remote() for g in platform.platform.gateways()])]
+    return (f"{len(changed)} keys moved: {dict(list(changed.items())[:10])}; gateways {gateways}; "
+            f"table {platform.platform.status()['table_version']}; linear ejections {_linear_ejections(platform)}")
 
 
 async def test_weights_change_at_runtime_with_sticky_keys_and_minimal_movement(platform):
@@ -109,7 +133,7 @@ async def test_weights_change_at_runtime_with_sticky_keys_and_minimal_movement(p
         await _gateways_caught_up(platform)
         async with ClientSession() as session:
             before, again = await _sticky_read(platform, session, url, keys)
-            assert before == again  # sticky
+            assert before == again, _moved(platform, before, again)  # sticky
             share_v2 = sum(v == "v2" for v in before.values()) / len(keys)
             assert 0.40 < share_v2 < 0.60, share_v2
             await _admin_split(platform, v1=20, v2=80)

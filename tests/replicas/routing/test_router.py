@@ -139,6 +139,8 @@ async def test_readmission_needs_a_fresh_connection_answering_a_probe():
     fleet.check()  # due: probe (fails)
     await _until(lambda: not slot.probing)
     assert slot.probation and frozen.connections == opened + 1
+    record = fleet.router.ejections[-1]
+    assert record["replica_id"] == "v1-0" and record["readmitted_at"] is None  # out longer than its `for_s`
     frozen.pongs = True
     fleet.check()  # not due yet (re-probed after base_ejection_s)
     assert not slot.probing
@@ -146,6 +148,7 @@ async def test_readmission_needs_a_fresh_connection_answering_a_probe():
     fleet.check()
     await _until(lambda: not slot.probation)
     assert frozen.connections == opened + 2
+    assert record["readmitted_at"] is not None and record["readmitted_at"] >= record["at"]
     before = frozen.received
     for _ in range(20):
         await fleet.call()
