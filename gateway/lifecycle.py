@@ -40,6 +40,7 @@ from gateway.config import GatewayConfig
 from gateway.http_app import PROXY, front_door
 from gateway.http_errors import JsonErrorRequestHandler, refusal_bytes
 from replicas.routing.router import Router
+from replicas.runtime import stop_task
 
 __all__ = [
     "Listener",
@@ -61,14 +62,6 @@ def provide(key: web.AppKey, value: Any):
         yield
 
     return context
-
-
-async def _stop_task(task: asyncio.Task) -> None:
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
 
 
 def access_log_context(log_dir: str):
@@ -123,7 +116,7 @@ def watcher_context(controller, watcher_id: str, on_update=None):
         task = asyncio.get_running_loop().create_task(follow_routing_table(
             controller, app[ROUTER], watcher_id=watcher_id, on_update=on_update))
         yield
-        await _stop_task(task)
+        await stop_task(task)
 
     return context
 
@@ -150,7 +143,7 @@ def flusher_context(period_s: float):
 
         task = asyncio.get_running_loop().create_task(every_period())
         yield
-        await _stop_task(task)
+        await stop_task(task)
         flush()
 
     return context

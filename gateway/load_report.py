@@ -17,6 +17,7 @@ from typing import Callable
 from aiohttp import web
 
 from replicas.load_report import LoadReporter, quantile, report_loop
+from replicas.runtime import stop_task
 
 __all__ = ["LOAD_REPORTER", "LoadReporter", "load_report_context", "quantile"]
 
@@ -55,10 +56,6 @@ def load_report_context(scaler_name: str, namespace: str, reporter_id: str, rout
         task = asyncio.get_running_loop().create_task(
             report_loop([rows], scaler_name, namespace, period_s, wall_clock, wake, wake_rows))
         yield
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        await stop_task(task)
 
     return context

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gateway.metrics import GatewayMetrics
+from replicas.runtime import stop_task
 
 __all__ = ["PLATFORM_METRIC_NAMES", "PlatformCollector", "platform_metrics_context"]
 
@@ -99,11 +100,7 @@ def platform_metrics_context(controller, metrics: GatewayMetrics, refresh_s: flo
 
         task = asyncio.get_running_loop().create_task(refresh())
         yield
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        await stop_task(task)
         metrics.platform = None
 
     return context

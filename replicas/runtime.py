@@ -6,6 +6,7 @@
   (imports, model load) raises every thread back to 0 where it may (root or CAP_SYS_NICE), so a replica being
   started never takes CPU from the ones serving, and the ones serving are never starved by it.
 - `configure_logging`: structlog JSON lines, configured once per process, with contextvars merged in.
+- `stop_task`: cancel a background task and wait until it has ended.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import orjson
 import structlog
 import uvloop
 
-__all__ = ["LoopThread", "serving_priority", "can_raise_priority", "configure_logging"]
+__all__ = ["LoopThread", "serving_priority", "can_raise_priority", "configure_logging", "stop_task"]
 
 
 class LoopThread:
@@ -96,3 +97,12 @@ def configure_logging(level: int = logging.INFO, stream=None) -> None:
         logger_factory=structlog.BytesLoggerFactory(file=getattr(out, "buffer", out)),
         cache_logger_on_first_use=True,
     )
+
+
+async def stop_task(task: asyncio.Task) -> None:
+    """Cancel `task` and wait until it has ended (its CancelledError is the expected end, not an error)."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

@@ -15,6 +15,12 @@ class FakeClock:
         return self.now
 
 
+def _tracker() -> tuple[AckTracker, FakeClock]:
+    """A tracker that forgets a router silent for 30 s, on a fake clock."""
+    clock = FakeClock()
+    return AckTracker(gone_after_s=30.0, clock=clock), clock
+
+
 def test_pending_lists_routers_behind_the_version_and_forgets_silent_ones():
     acks = {"gw-0": Ack(5, 99.0), "gw-1": Ack(4, 99.0), "gone": Ack(1, 10.0)}
     assert pending_watchers(acks, 5, now=100.0, gone_after_s=30.0) == ["gw-1"]
@@ -22,8 +28,7 @@ def test_pending_lists_routers_behind_the_version_and_forgets_silent_ones():
 
 
 async def test_wait_returns_true_once_every_router_acknowledged():
-    clock = FakeClock()
-    tracker = AckTracker(gone_after_s=30.0, clock=clock)
+    tracker, _ = _tracker()
     tracker.record("gw-0", 1)
     tracker.record("gw-1", 1)
     waiter = asyncio.create_task(tracker.wait(2, timeout_s=5.0))
@@ -37,8 +42,7 @@ async def test_wait_returns_true_once_every_router_acknowledged():
 
 
 async def test_wait_gives_up_after_its_timeout_and_counts_it():
-    clock = FakeClock()
-    tracker = AckTracker(gone_after_s=30.0, clock=clock)
+    tracker, clock = _tracker()
     tracker.record("gw-0", 1)
     waiter = asyncio.create_task(tracker.wait(2, timeout_s=2.0))
     await asyncio.sleep(0)
@@ -49,14 +53,14 @@ async def test_wait_gives_up_after_its_timeout_and_counts_it():
 
 
 async def test_no_routers_means_nothing_to_wait_for():
-    assert await AckTracker(30.0, FakeClock()).wait(7, timeout_s=0.0) is True
+    tracker, _ = _tracker()
+    assert await tracker.wait(7, timeout_s=0.0) is True
 
 
 async def test_a_new_process_in_a_gateway_slot_supersedes_the_killed_one():
     """The spare that took over index 0 polls as `gateway-n-0/<its pid>`: the killed process's watcher of that
     slot is no longer waited for, while the other slot still is."""
-    clock = FakeClock()
-    tracker = AckTracker(gone_after_s=30.0, clock=clock)
+    tracker, _ = _tracker()
     tracker.record("gateway-n-0/111", 1)
     tracker.record("gateway-n-1/222", 1)
     waiter = asyncio.create_task(tracker.wait(2, timeout_s=5.0))
@@ -73,7 +77,7 @@ async def test_a_new_process_in_a_gateway_slot_supersedes_the_killed_one():
 
 async def test_a_forgotten_router_is_not_waited_for():
     """The controller forgets the handle watcher of a replica it replaced: a wait on it returns at once."""
-    tracker = AckTracker(gone_after_s=30.0, clock=FakeClock())
+    tracker, _ = _tracker()
     tracker.record("app.ens.v1#3", 1)
     waiter = asyncio.create_task(tracker.wait(2, timeout_s=5.0))
     await asyncio.sleep(0)
