@@ -2,7 +2,7 @@
 keeps them serving on every node.
 
 `num_gateways: auto` means one gateway process per core of the node (as a gateway process on that node sees
-them), at least 2 (so losing one process never takes the port down) and at most MAX_AUTO_GATEWAYS; an explicit
+them), at least 2 (so losing one process never takes the port down) and at most 8 (gateway/config.py); an explicit
 number wins. Either way it is per node: the fleet runs that many serving processes on every alive Ray node,
 pinned there (node affinity, not soft), plus FleetPolicy.spares_per_node warm spares.
 
@@ -23,19 +23,13 @@ import structlog
 
 from deploy.names import gateway_name, scaler_name
 from deploy.spec import GatewaySpec
-from gateway.config import GatewayConfig
+from gateway.config import MIN_AUTO_GATEWAYS, GatewayConfig, resolve_gateway_count
 
 __all__ = [
-    "MAX_AUTO_GATEWAYS",
-    "MIN_AUTO_GATEWAYS",
     "FleetPolicy",
     "GatewayFleet",
     "gateway_config",
-    "resolve_num_gateways",
 ]
-
-MIN_AUTO_GATEWAYS = 2  # `auto` never runs fewer: one killed process must not close the port
-MAX_AUTO_GATEWAYS = 8  # `auto` never runs more: beyond this, processes mostly contend for the same cores
 
 log = structlog.get_logger("raygate.gateways")
 
@@ -50,15 +44,6 @@ class FleetPolicy:
     retry_s: float = 0.1  # pause before watching a gateway again after a failed watch
     start_timeout_s: float = 120.0  # a node's first gateways must be up within this
     promote_timeout_s: float = 30.0  # a promotion (build the app, take the table, bind) may take this long
-
-
-def resolve_num_gateways(setting: int | str, cores: int) -> int:
-    """`auto` -> one per core within [MIN_AUTO_GATEWAYS, MAX_AUTO_GATEWAYS]; a number stays as it is."""
-    if setting == "auto":
-        return max(MIN_AUTO_GATEWAYS, min(MAX_AUTO_GATEWAYS, cores))
-    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
-        raise ValueError(f"num_gateways must be 'auto' or a positive integer, got {setting!r}")
-    return setting
 
 
 def gateway_config(spec: GatewaySpec, *, admin_token: str, metrics_dir: str = "", log_dir: str = "",
@@ -185,7 +170,7 @@ class GatewayFleet:
         try:
             first = (MIN_AUTO_GATEWAYS if setting == "auto" else setting) + self.policy.spares_per_node
             infos = await asyncio.wait_for(self._add_slots(node, range(first)), self.policy.start_timeout_s)
-            node.count = resolve_num_gateways(setting, max(i["cores"] for i in infos))
+            node.count = resolve_gateway_count(setting, max(i["cores"] for i in infos))
             more = range(first, node.count + self.policy.spares_per_node)  # auto on a node with more cores
             await asyncio.wait_for(self._add_slots(node, more), self.policy.start_timeout_s)
         except Exception as exc:  # noqa: BLE001

@@ -16,11 +16,13 @@ MAX_AUTO_GATEWAYS = 8  # "auto": at most eight; beyond that, processes contend f
 
 
 def resolve_gateway_count(num_gateways: int | Literal["auto"], cpus: int) -> int:
-    """Gateway processes to start on a node with `cpus` cores: an explicit number wins; "auto" is one per core,
-    at least MIN_AUTO_GATEWAYS, at most MAX_AUTO_GATEWAYS."""
-    if num_gateways != "auto":
-        return int(num_gateways)
-    return max(MIN_AUTO_GATEWAYS, min(MAX_AUTO_GATEWAYS, int(cpus)))
+    """Gateway processes to serve on a node with `cpus` cores: an explicit positive number wins; "auto" is one per
+    core, at least MIN_AUTO_GATEWAYS, at most MAX_AUTO_GATEWAYS (the fleet, deploy/gateways.py, and the bench)."""
+    if num_gateways == "auto":
+        return max(MIN_AUTO_GATEWAYS, min(MAX_AUTO_GATEWAYS, int(cpus)))
+    if isinstance(num_gateways, bool) or not isinstance(num_gateways, int) or num_gateways < 1:
+        raise ValueError(f"num_gateways must be 'auto' or a positive integer, got {num_gateways!r}")
+    return num_gateways
 
 
 @dataclass(frozen=True)

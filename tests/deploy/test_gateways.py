@@ -1,4 +1,4 @@
-"""How many gateway processes, and the one derivation of GatewayConfig from the spec."""
+"""The one derivation of GatewayConfig from the spec (how many processes: tests/gateway/test_config.py)."""
 
 from __future__ import annotations
 
@@ -7,27 +7,9 @@ import dataclasses
 import pytest
 from pydantic import ValidationError
 
-from deploy.gateways import (
-    MAX_AUTO_GATEWAYS,
-    MIN_AUTO_GATEWAYS,
-    gateway_config,
-    resolve_num_gateways,
-)
+from deploy.gateways import gateway_config
 from deploy.spec import GatewaySpec
 from gateway.config import GatewayConfig
-
-
-@pytest.mark.parametrize(("cores", "expected"), [(1, 2), (2, 2), (3, 3), (8, 8), (64, 8)])
-def test_auto_is_one_per_core_between_the_bounds(cores, expected):
-    assert (MIN_AUTO_GATEWAYS, MAX_AUTO_GATEWAYS) == (2, 8)
-    assert resolve_num_gateways("auto", cores) == expected
-
-
-def test_an_explicit_number_wins():
-    assert resolve_num_gateways(1, 16) == 1 and resolve_num_gateways(12, 2) == 12
-    for bad in (0, True, "3", 2.0):
-        with pytest.raises(ValueError):
-            resolve_num_gateways(bad, 4)
 
 
 def test_gateway_config_carries_every_spec_field_by_name_and_the_runtime_fields():

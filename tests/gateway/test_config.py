@@ -34,11 +34,15 @@ def test_num_gateways_defaults_to_auto_and_takes_a_number():
             GatewaySpec(num_gateways=bad)
 
 
-@pytest.mark.parametrize(("cpus", "expected"), [(1, MIN_AUTO_GATEWAYS), (2, 2), (4, 4), (8, 8),
+@pytest.mark.parametrize(("cpus", "expected"), [(1, MIN_AUTO_GATEWAYS), (2, 2), (3, 3), (4, 4), (8, 8),
                                                 (64, MAX_AUTO_GATEWAYS)])
 def test_auto_is_one_per_core_within_the_documented_bounds(cpus, expected):
+    assert (MIN_AUTO_GATEWAYS, MAX_AUTO_GATEWAYS) == (2, 8)  # what docs/design.md says
     assert resolve_gateway_count("auto", cpus) == expected
 
 
 def test_an_explicit_count_wins_over_the_core_count():
     assert resolve_gateway_count(1, 16) == 1 and resolve_gateway_count(12, 2) == 12
+    for bad in (0, -1, True, "3", 2.0):
+        with pytest.raises(ValueError, match="num_gateways"):
+            resolve_gateway_count(bad, 4)
