@@ -33,6 +33,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploy.spec import SpecError, load_spec
+from replicas.runtime import stop_task
 
 __all__ = [
     "Cluster",
@@ -172,11 +173,7 @@ class Keeper:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await stop_task(self._task)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:

@@ -7,15 +7,32 @@ import asyncio
 import time
 
 import orjson
+import ray
 from aiohttp import ClientSession
 
-__all__ = ["admin_post", "post_json", "replica_ids", "version_of", "wait_for", "wait_settled"]
+__all__ = ["admin_post", "gateway_ejections", "new_ejections", "post_json", "replica_ids", "version_of", "wait_for",
+           "wait_settled"]
 
 
 def version_of(status: dict, app: str, deployment: str, version: str) -> dict:
     a = next(a for a in status["apps"] if a["name"] == app)
     d = next(d for d in a["deployments"] if d["name"] == deployment)
     return next(v for v in d["versions"] if v["name"] == version)
+
+
+def gateway_ejections(platform, replica_prefix: str = "") -> list[dict]:
+    """Every serving gateway's recent ejections of replicas whose id starts with `replica_prefix` (`replica_id`,
+    `reason`, `at`, `for_s`, `readmitted_at`), each with the `gateway_pid` of the gateway that recorded it."""
+    stats = ray.get([g.stats.remote() for g in platform.platform.gateways()])
+    return [dict(e, gateway_pid=s["pid"]) for s in stats for e in s["ejections"]
+            if e["replica_id"].startswith(replica_prefix)]
+
+
+def new_ejections(ejections: list[dict], known: list[dict]) -> list[dict]:
+    """`ejections` that are not among `known` (an earlier read), told apart by gateway, time and reason: a record
+    changes when its replica is readmitted (`readmitted_at`)."""
+    seen = {(e["gateway_pid"], e["at"], e["reason"]) for e in known}
+    return [e for e in ejections if (e["gateway_pid"], e["at"], e["reason"]) not in seen]
 
 
 def replica_ids(status: dict, app: str | None = None) -> set[str]:

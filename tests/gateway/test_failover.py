@@ -12,6 +12,7 @@ import time
 import pytest
 import ray
 
+from tests.deploy.platform_checks import gateway_ejections, new_ejections
 from tests.load import steady_load
 
 pytestmark = pytest.mark.integration
@@ -38,8 +39,7 @@ def _victim(platform) -> dict:
 
 
 def _ejections_of(platform, replica_id: str) -> list[dict]:
-    stats = ray.get([g.stats.remote() for g in platform.platform.gateways()])
-    return [e for s in stats for e in s["ejections"] if e["replica_id"] == replica_id]
+    return [e for e in gateway_ejections(platform, replica_id) if e["replica_id"] == replica_id]
 
 
 async def _wait_for(condition, what: str, timeout_s: float = 40.0, every_s: float = 0.1):
@@ -64,8 +64,7 @@ async def _wait_whole(platform, gone: str | None = None) -> None:
 def _new_ejections(platform, replica_id: str, known: list[dict], fault_at: float, reasons: set[str]) -> list[dict]:
     """The victim's ejections by the gateways since `known` (those recorded before the fault): at least one, every
     one after the fault (caused by it, not before it), each for one of `reasons`."""
-    seen = {(e["at"], e["reason"]) for e in known}  # by identity: `readmitted_at` is filled in later
-    ejections = [e for e in _ejections_of(platform, replica_id) if (e["at"], e["reason"]) not in seen]
+    ejections = new_ejections(_ejections_of(platform, replica_id), known)
     assert ejections, f"{replica_id} was not ejected after the fault (before it: {known})"
     assert all(e["at"] >= fault_at for e in ejections), (fault_at, ejections)
     assert {e["reason"] for e in ejections} <= reasons, ejections
@@ -136,7 +135,7 @@ async def test_frozen_idle_replica_is_ejected_by_its_unanswered_ping(platform):
     frozen_at = time.time()
     os.kill(victim["pid"], signal.SIGSTOP)
     try:
-        await _wait_for(lambda: [e for e in _ejections_of(platform, victim["replica_id"]) if e not in known],
+        await _wait_for(lambda: new_ejections(_ejections_of(platform, victim["replica_id"]), known),
                         "ping ejection", timeout_s=10.0)
     finally:
         _resume(victim["pid"])

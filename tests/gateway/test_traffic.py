@@ -13,7 +13,7 @@ import pytest
 import ray
 from aiohttp import ClientSession
 
-from tests.deploy.platform_checks import admin_post, wait_for
+from tests.deploy.platform_checks import admin_post, gateway_ejections, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,9 +69,7 @@ def _linear_ejections(platform) -> list[dict]:
     """Every gateway's recorded ejections of quickstart/linear replicas (`at` wall seconds, out for at least
     `for_s`, `readmitted_at` None until a probe brought it back): while one of a version's replicas is out, its
     keys legitimately fall back to the other version."""
-    stats = ray.get([g.stats.remote() for g in platform.platform.gateways()])
-    return [dict(e, gateway_pid=s["pid"]) for s in stats for e in s["ejections"]
-            if e["replica_id"].startswith("quickstart.linear.")]
+    return gateway_ejections(platform, "quickstart.linear.")
 
 
 def _linear(platform) -> dict:
