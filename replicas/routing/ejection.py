@@ -83,10 +83,13 @@ def connection_verdict(*, pending_age: float, ping_age: float, since_ping: float
     return None
 
 
-def closes_connection(reason: str, idempotent: bool | None) -> bool:
-    """Close the ejected replica's connection, failing its in-flight calls over to retries at once? Always for an
-    idempotent deployment (they are retried elsewhere) and for a frozen loop (nothing on it will answer)."""
-    return bool(idempotent) or reason == PING_TIMEOUT
+def closes_connection(idempotent: bool | None) -> bool:
+    """Close the ejected replica's connection, failing its in-flight calls at once? Only for an idempotent
+    deployment, whose calls are retried elsewhere. A non-idempotent call may already have reached the model, so
+    it waits for the replica's own answer (a loop that stalled past `ping_timeout_s` usually answers a moment
+    later) or its deadline (504); a replica that dies closes the connection itself, and the controller replaces a
+    hung one. Failing it would answer 502 while the model may still run it."""
+    return bool(idempotent)
 
 
 def probe_due(*, probation: bool, probing: bool, ejected_until: float, now: float) -> bool:

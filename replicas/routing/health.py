@@ -46,6 +46,12 @@ class HealthMonitor:
         for slot in (*router.slots(), *router.retired):
             if slot.connection is not None and not slot.connection.closed:
                 slot.connection.expire_overdue(now)  # deadlines of calls in flight
+        for connection in list(router.finishing):
+            if not connection.closed:
+                connection.expire_overdue(now)
+            if connection.closed or not connection.pending:
+                connection.close()
+                router.finishing.discard(connection)
         router.in_probation = sum(1 for slot in router.slots() if slot.probation)
         for view in router.views.values():
             for version in view.versions:

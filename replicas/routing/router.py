@@ -105,6 +105,7 @@ class Router:
         self.ejections: deque[dict] = deque(maxlen=256)  # recent ejections, for status and tests
         self.in_probation = 0  # replicas ejected and not yet readmitted (recounted by the monitor)
         self.retired: set[ReplicaSlot] = set()  # gone from the table, calls still in flight
+        self.finishing: set = set()  # connections replaced by a probe's fresh one, calls still in flight
         self.holds = Holds()  # requests for a version with no replica wait (scale-to-zero): routing/hold.py
 
     # -- table ------------------------------------------------------------------------------------
@@ -149,7 +150,10 @@ class Router:
         connection = slot.connection
         if connection is None or connection.closed or fresh:
             if connection is not None:
-                connection.close()
+                if connection.pending and not connection.closed:
+                    self.finishing.add(connection)  # its calls (not retried: not idempotent) keep waiting
+                else:
+                    connection.close()
             connection = slot.connection = self._connection_factory(
                 self.loop, slot.info.host, slot.info.port, self.table.channel_token, clock=self.clock,
                 connect_timeout_s=self.policy.connect_timeout_s)
@@ -391,7 +395,7 @@ class Router:
         if version is not None:
             version.queue.wake_all()  # its waiters look again: another replica, or another version
         connection = slot.connection
-        if connection is not None and connection.pending and closes_connection(reason, view.route.idempotent):
+        if connection is not None and connection.pending and closes_connection(view.route.idempotent):
             connection.close()  # its in-flight calls fail now and are retried elsewhere
         return True
 
@@ -415,6 +419,9 @@ class Router:
             task.cancel()
         for slot in self._slots.values():
             self._close(slot)
+        for connection in self.finishing:
+            connection.close()
+        self.finishing.clear()
 
 
 def _with_attempts(result: CallResult, attempts: int) -> CallResult:

@@ -104,6 +104,13 @@ class FakeConnection:
     def oldest_pending_age(self, now: float) -> float:
         return now - min(sent for sent, _ in self._pending.values()) if self._pending else 0.0
 
+    def answer_pending(self) -> None:
+        """The replica's loop runs again: every call waiting on this connection gets the replica's answer."""
+        replica = self.replica
+        for future in list(self._pending):
+            if not future.done():
+                future.set_result((replica.status, b'{"from": "%s"}' % replica.info.replica_id.encode()))
+
     def close(self) -> None:
         self.closed = True
         self.transport = None

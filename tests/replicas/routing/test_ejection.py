@@ -70,8 +70,8 @@ def test_connection_verdicts():
 
 
 def test_closing_and_probing():
-    assert closes_connection("stalled", True) and not closes_connection("stalled", None)
-    assert closes_connection(PING_TIMEOUT, False)
+    assert closes_connection(True)  # idempotent: its calls are retried elsewhere
+    assert not closes_connection(None) and not closes_connection(False)  # they may have reached the model
     assert probe_due(probation=True, probing=False, ejected_until=5.0, now=5.0)
     assert not probe_due(probation=True, probing=True, ejected_until=5.0, now=6.0)
     assert not probe_due(probation=True, probing=False, ejected_until=5.0, now=4.9)

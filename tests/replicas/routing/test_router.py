@@ -64,6 +64,75 @@ async def test_an_unanswered_ping_ejects_with_reason_ping_timeout():
     assert fleet.observer.of("ejected") == [("ejected", "v1-0", "ping_timeout")]
 
 
+async def _sent_to(fleet: Fleet, replica_id: str) -> asyncio.Future:
+    """Calls until one reaches `replica_id` (which hangs) and waits there; that call, still waiting."""
+    target = fleet.replicas[replica_id]
+    before = target.received
+    while True:
+        waiting = asyncio.ensure_future(fleet.call())
+        await _until(lambda: waiting.done() or target.received > before)
+        if not waiting.done():
+            return waiting
+
+
+async def test_a_ping_timeout_leaves_a_sent_non_idempotent_request_to_finish():
+    """A replica's loop stalls past ping_timeout_s with a POST of a non-idempotent deployment in flight: it is
+    ejected (new requests go to its peer) but the POST may have reached the model, so its connection stays open and
+    the POST gets the replica's own answer when the loop runs again: a 200, not a 502."""
+    fleet = Fleet({"v1": 2})
+    for replica in fleet.replicas.values():
+        replica.service_s = 0.3  # a 0.3 s model: a request counts as stalled only after 20 x 0.3 s
+    for _ in range(10):
+        await fleet.call()
+    frozen = fleet.replicas["v1-0"]
+    frozen.hang, frozen.pongs = True, False
+    waiting = await _sent_to(fleet, "v1-0")
+    connection = fleet.slot("v1-0").connection
+    fleet.clock.advance(0.2)
+    fleet.check()  # pinged
+    fleet.clock.advance(0.6)
+    fleet.check()  # the ping is 0.6 s old
+    assert fleet.observer.of("ejected") == [("ejected", "v1-0", "ping_timeout")]
+    assert not connection.closed and not waiting.done()
+    frozen.hang = False
+    assert {(await fleet.call()).replica_id for _ in range(10)} == {"v1-1"}  # ejected: nothing new goes there
+    connection.answer_pending()
+    result = await waiting
+    assert (result.status, result.replica_id, result.attempts) == (200, "v1-0", 1)
+    assert not fleet.observer.of("retried")
+
+
+@pytest.mark.parametrize("answers", [True, False], ids=["answered", "never_answered"])
+async def test_a_probes_fresh_connection_leaves_the_old_ones_call_to_finish_or_expire(answers):
+    """Re-admission opens a fresh connection; a non-idempotent call still waiting on the old one is neither failed
+    nor forgotten: it gets the replica's answer when one comes, or ends at its deadline (504), and the old
+    connection is closed once nothing waits on it."""
+    fleet = Fleet({"v1": 2})
+    for _ in range(10):
+        await fleet.call()
+    fleet.replicas["v1-0"].hang = True
+    waiting = await _sent_to(fleet, "v1-0")
+    slot = fleet.slot("v1-0")
+    old = slot.connection
+    assert fleet.router.eject(fleet.view(), slot, "ping_timeout")
+    fleet.clock.advance(QUIET.base_ejection_s)
+    assert await fleet.router.health.probe(slot)  # pings are answered: readmitted on a new connection
+    assert slot.connection is not old and not old.closed and old in fleet.router.finishing
+    fleet.check()
+    assert not waiting.done() and old in fleet.router.finishing
+    if answers:
+        old.answer_pending()
+        result = await waiting
+        assert (result.status, result.replica_id, result.attempts) == (200, "v1-0", 1)
+    else:
+        fleet.clock.advance(60.0)  # past the call's deadline
+        fleet.check()
+        with pytest.raises(DeadlineExceeded):
+            await waiting
+    fleet.check()
+    assert old.closed and old not in fleet.router.finishing
+
+
 async def test_a_stalled_request_ejects_and_is_retried_elsewhere_at_once():
     """Half-alive: a request waits far past the peers' median; the replica is ejected (`stalled`), its connection
     closed, and the waiting idempotent request is answered by a peer without waiting for its deadline."""
