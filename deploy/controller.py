@@ -238,6 +238,7 @@ class Controller:
             if isinstance(action, ReplaceReplica):
                 record = state.replicas.pop(action.replica_id)
                 record.state, left_table = UNHEALTHY, True
+                state.replaced[action.reason] = state.replaced.get(action.reason, 0) + 1
                 self.ops.kill(record)
                 self.acks.forget(record.replica_id)
                 log.warning("replica_replaced", replica=record.replica_id, reason=action.reason,

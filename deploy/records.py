@@ -54,6 +54,7 @@ class VersionState:
     next_start_at: float = 0.0  # back-off: no start before this (monotonic seconds)
     last_error: str = ""  # last start error, for status
     rolling: bool = False  # a rolling update is replacing replicas one at a time
+    replaced: dict[str, int] = field(default_factory=dict)  # replicas replaced by reason ("dead", "unhealthy")
 
     def live(self) -> list[ReplicaRecord]:
         return [r for r in self.replicas.values() if r.state in LIVE_STATES]

@@ -27,7 +27,8 @@ def _version_status(name: str, weight: float, target: int, state: VersionState |
     running = sum(r["state"] == RUNNING for r in replicas)
     return {"name": name, "weight": weight, "rolling": rolling, "target": target, "running": running,
             "current": sum(r["state"] in LIVE_STATES for r in replicas), "ready": running,
-            "last_error": state.last_error if state else "", "replicas": replicas}
+            "last_error": state.last_error if state else "", "replaced": dict(state.replaced) if state else {},
+            "replicas": replicas}
 
 
 def _autoscale_status(state: VersionState | None, applied: dict | None, decision: dict | None) -> dict | None:

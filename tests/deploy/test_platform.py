@@ -345,10 +345,12 @@ async def test_a_killed_gateway_costs_only_its_in_flight_requests_and_no_counts(
 
 async def test_killed_replica_is_replaced_and_traffic_keeps_flowing(platform):
     """SIGKILL of a quickstart replica: requests keep succeeding (retried on a live replica, of another
-    version when it was its version's only one), and the controller brings the version back to its count."""
+    version when it was its version's only one), and the controller brings the version back to its count; status
+    counts the replacement by its reason (`replaced`: "dead" when the probe found the actor gone, "unhealthy"
+    when Ray was slower to tell than two probe timeouts)."""
     status = await wait_settled(platform.platform)
     v1 = version_of(status, "quickstart", "linear", "v1")
-    victim, target = v1["replicas"][0], v1["target"]
+    victim, target, replaced = v1["replicas"][0], v1["target"], v1["replaced"]
     assert victim["state"] == "RUNNING" and victim["pid"] > 0, victim
     os.kill(victim["pid"], signal.SIGKILL)
     failures = 0
@@ -366,6 +368,8 @@ async def test_killed_replica_is_replaced_and_traffic_keeps_flowing(platform):
         await asyncio.sleep(0.25)
     else:
         pytest.fail(f"v1 not restored to {target} replicas: {v1}")
+    grown = {reason: n - replaced.get(reason, 0) for reason, n in v1["replaced"].items()}
+    assert {reason: n for reason, n in grown.items() if n} in ({"dead": 1}, {"unhealthy": 1}), (replaced, v1)
 
 
 async def test_restarted_controller_picks_up_where_it_was(platform):
