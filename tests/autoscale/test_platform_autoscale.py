@@ -21,6 +21,8 @@ import time
 
 import pytest
 
+from tests.deploy.platform_checks import gateway_ejections
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 AUTOSCALING = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2, "stable_window_s": 5,
@@ -119,16 +121,19 @@ async def _cpu_in_window(name: str, version: str, timeout_s: float) -> list[dict
     pytest.fail(f"no replica CPU in the scaler's window within {timeout_s:g}s; last samples: {samples[-3:]}")
 
 
-async def _client(session, url: str, stop: asyncio.Event, codes: dict[int, int]) -> None:
-    """A closed-loop client: one request at a time until `stop`; counts answers by status (-1: no answer)."""
+async def _client(session, url: str, stop: asyncio.Event, codes: dict[int, int], failures: list[str]) -> None:
+    """A closed-loop client: one request at a time until `stop`; counts answers by status (-1: no answer) and
+    keeps each failure's body (or exception) with the wall time it ended."""
     while not stop.is_set():
         try:
             async with session.post(url, json={}) as response:
-                await response.read()
+                body = await response.read()
                 codes[response.status] = codes.get(response.status, 0) + 1
+                if response.status != 200:
+                    failures.append(f"{time.time():.3f} {response.status} {body[:300]!r}")
         except Exception as exc:  # a reset connection is a failed request too
             codes[-1] = codes.get(-1, 0) + 1
-            print("client error", repr(exc))
+            failures.append(f"{time.time():.3f} no answer {exc!r}")
 
 
 async def test_replicas_follow_real_load_up_and_back_down_with_no_failed_request(auto_platform):
@@ -137,13 +142,14 @@ async def test_replicas_follow_real_load_up_and_back_down_with_no_failed_request
     platform, base, name = auto_platform
     url = base + "/auto"
     codes: dict[int, int] = {}
+    failures: list[str] = []
     heavy, light = asyncio.Event(), asyncio.Event()  # set: stop those clients
 
     start = _version(await asyncio.to_thread(platform.status))
     assert (start["target"], start["autoscaling"]["min_replicas"], start["autoscaling"]["max_replicas"]) == (1, 1, 3)
     async with ClientSession(timeout=ClientTimeout(total=40)) as session:
-        clients = [asyncio.create_task(_client(session, url, heavy, codes)) for _ in range(CLIENTS - 1)]
-        clients.append(asyncio.create_task(_client(session, url, light, codes)))
+        clients = [asyncio.create_task(_client(session, url, heavy, codes, failures)) for _ in range(CLIENTS - 1)]
+        clients.append(asyncio.create_task(_client(session, url, light, codes, failures)))
         try:
             up = await _wait_for(platform, lambda v: v["target"] == 3 and v["ready"] == 3, 120,
                                  "target and ready replicas at max_replicas under load")
@@ -162,7 +168,8 @@ async def test_replicas_follow_real_load_up_and_back_down_with_no_failed_request
     assert up["autoscaling"]["decision"]["reason"]  # the scaler's own record, with its reason
     assert down["autoscaling"]["applied"]["reason"] and down["autoscaling"]["decision"]["target"] == 1
     total = sum(codes.values())
-    assert served_under_load > 0 and total > served_under_load and codes == {200: total}, codes
+    assert served_under_load > 0 and total > served_under_load, codes
+    assert codes == {200: total}, (codes, failures, gateway_ejections(platform), up, down)
     cpus = [s["cpu"] for s in samples if s["cpu"] is not None]
     assert all(0.0 <= cpu <= 1.0 for cpu in cpus), cpus  # a share of each replica's reserved CPUs
     assert gauge.endswith(" 3.0")

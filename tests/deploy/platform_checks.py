@@ -22,8 +22,9 @@ def version_of(status: dict, app: str, deployment: str, version: str) -> dict:
 
 def gateway_ejections(platform, replica_prefix: str = "") -> list[dict]:
     """Every serving gateway's recent ejections of replicas whose id starts with `replica_prefix` (`replica_id`,
-    `reason`, `at`, `for_s`, `readmitted_at`), each with the `gateway_pid` of the gateway that recorded it."""
-    stats = ray.get([g.stats.remote() for g in platform.platform.gateways()])
+    `reason`, `at`, `for_s`, `readmitted_at`), each with the `gateway_pid` of the gateway that recorded it.
+    `platform`: a `deploy.platform.Platform` (the session fixture's `.platform`)."""
+    stats = ray.get([g.stats.remote() for g in platform.gateways()])
     return [dict(e, gateway_pid=s["pid"]) for s in stats for e in s["ejections"]
             if e["replica_id"].startswith(replica_prefix)]
 

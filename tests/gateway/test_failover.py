@@ -39,7 +39,7 @@ def _victim(platform) -> dict:
 
 
 def _ejections_of(platform, replica_id: str) -> list[dict]:
-    return [e for e in gateway_ejections(platform, replica_id) if e["replica_id"] == replica_id]
+    return [e for e in gateway_ejections(platform.platform, replica_id) if e["replica_id"] == replica_id]
 
 
 async def _wait_for(condition, what: str, timeout_s: float = 40.0, every_s: float = 0.1):
