@@ -306,6 +306,32 @@ async def test_non_idempotent_request_is_not_retried_after_a_lost_connection(har
     assert len(calls.seen) == 1  # never sent twice
 
 
+async def test_a_sent_non_idempotent_post_gets_its_answer_from_a_replica_ejected_for_a_ping_timeout(harness):
+    """POST to a deployment that is not idempotent; the replica running it stops reading its connection (a loop
+    stalled under load), so its pings go unanswered past ping_timeout_s and it is ejected. The POST may have
+    reached the model, so it is neither failed (502) nor sent again: once the replica reads again and the model
+    finishes, the client gets that replica's 200."""
+    calls = Calls(block_first=1)
+    a = await harness.replica(Echo("a", calls), "a")
+    b = await harness.replica(Echo("b", calls), "b")
+    await harness.start([VersionRoute("v1", 100, (a, b))], request_timeout_s=10.0)
+    pending = asyncio.ensure_future(harness.post("/api", b"{}"))
+    await wait_until(lambda: calls.seen, what="the request to reach a replica")
+    first = calls.seen[0]
+    stalled = harness.cores[0 if first == "a" else 1]
+    for connection in stalled.connections:
+        connection.transport.pause_reading()
+    await wait_until(lambda: [(e["replica_id"], e["reason"]) for e in harness.router.ejections]
+                     == [(first, "ping_timeout")], what="the ping-timeout ejection")
+    assert not pending.done()
+    for connection in stalled.connections:
+        connection.transport.resume_reading()
+    calls.gate.set()
+    status, headers, _ = await pending
+    assert status == 200 and headers["X-Raygate-Replica"] == first
+    assert calls.seen == [first]  # never sent twice
+
+
 async def test_hedge_sends_a_second_copy_that_answers(harness):
     """With hedge_after_s, an idempotent request stuck on one replica is also sent to the other, which
     answers. Whichever replica gets the request first holds it: without a hedge the request would wait
