@@ -270,17 +270,24 @@ def _abort_connection_to(router: Router, replica_id: str) -> None:
             slot.connection.transport.abort()  # the connection drops while the request runs
 
 
+async def _one_held_request(harness, body: bytes = b"{}", headers: dict | None = None, **route_options):
+    """Two replicas `a` and `b`; one request sent and held by the replica it reached (until `calls.gate`).
+    -> (calls, the pending request, that replica's name)."""
+    calls = Calls(block_first=1)
+    a = await harness.replica(Echo("a", calls), "a")
+    b = await harness.replica(Echo("b", calls), "b")
+    await harness.start([VersionRoute("v1", 100, (a, b))], **route_options)
+    pending = asyncio.ensure_future(harness.post("/api", body, **(headers or {})))
+    await wait_until(lambda: calls.seen, what="the request to reach a replica")
+    return calls, pending, calls.seen[0]
+
+
 async def test_request_sent_to_a_replica_that_dies_is_retried_elsewhere_when_idempotent(harness):
     """An idempotent deployment: the request reached one replica, whose connection then dropped; the router
     sends it again to the other replica, and the client sees a 200 from there. The retry runs inside the
     request, with the request's structlog context bound."""
-    calls = Calls(block_first=1)
-    a = await harness.replica(Echo("a", calls), "a")
-    b = await harness.replica(Echo("b", calls), "b")
-    await harness.start([VersionRoute("v1", 100, (a, b))], idempotent=True, request_timeout_s=5.0)
-    pending = asyncio.ensure_future(harness.post("/api", b'{"n": 1}', **{"X-Request-Id": "rid-retry"}))
-    await wait_until(lambda: calls.seen, what="the request to reach a replica")
-    first = calls.seen[0]
+    calls, pending, first = await _one_held_request(harness, b'{"n": 1}', {"X-Request-Id": "rid-retry"},
+                                                    idempotent=True, request_timeout_s=5.0)
     _abort_connection_to(harness.router, first)
     status, headers, _ = await pending
     calls.gate.set()
@@ -293,13 +300,8 @@ async def test_request_sent_to_a_replica_that_dies_is_retried_elsewhere_when_ide
 
 async def test_non_idempotent_request_is_not_retried_after_a_lost_connection(harness):
     """POST to a deployment that is not idempotent: a replica dying mid-request gives 502, not a retry."""
-    calls = Calls(block_first=1)
-    a = await harness.replica(Echo("a", calls), "a")
-    b = await harness.replica(Echo("b", calls), "b")
-    await harness.start([VersionRoute("v1", 100, (a, b))], request_timeout_s=5.0)
-    pending = asyncio.ensure_future(harness.post("/api", b"{}"))
-    await wait_until(lambda: calls.seen, what="the request to reach a replica")
-    _abort_connection_to(harness.router, calls.seen[0])
+    calls, pending, first = await _one_held_request(harness, request_timeout_s=5.0)
+    _abort_connection_to(harness.router, first)
     status, _, body = await pending
     calls.gate.set()
     assert status == 502 and orjson.loads(body)["error"]["code"] == "replica_failed"
@@ -311,13 +313,7 @@ async def test_a_sent_non_idempotent_post_gets_its_answer_from_a_replica_ejected
     stalled under load), so its pings go unanswered past ping_timeout_s and it is ejected. The POST may have
     reached the model, so it is neither failed (502) nor sent again: once the replica reads again and the model
     finishes, the client gets that replica's 200."""
-    calls = Calls(block_first=1)
-    a = await harness.replica(Echo("a", calls), "a")
-    b = await harness.replica(Echo("b", calls), "b")
-    await harness.start([VersionRoute("v1", 100, (a, b))], request_timeout_s=10.0)
-    pending = asyncio.ensure_future(harness.post("/api", b"{}"))
-    await wait_until(lambda: calls.seen, what="the request to reach a replica")
-    first = calls.seen[0]
+    calls, pending, first = await _one_held_request(harness, request_timeout_s=10.0)
     stalled = harness.cores[0 if first == "a" else 1]
     for connection in stalled.connections:
         connection.transport.pause_reading()

@@ -139,12 +139,8 @@ async def test_a_stalled_request_ejects_and_is_retried_elsewhere_at_once():
     fleet = Fleet({"v1": 3}, idempotent=True)
     for _ in range(30):
         await fleet.call()  # latencies known (1 ms each)
-    sick = fleet.replicas["v1-0"]
-    sick.hang = True
-    before = sick.received
-    while sick.received == before:  # calls until one reaches the sick replica and waits there
-        waiting = asyncio.ensure_future(fleet.call())
-        await _until(lambda: waiting.done() or sick.received > before)
+    fleet.replicas["v1-0"].hang = True
+    waiting = await _sent_to(fleet, "v1-0")
     assert not waiting.done()
     fleet.clock.advance(QUIET.stall_min_s - 0.05)
     fleet.check()
