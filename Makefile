@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# pytest-xdist workers for `make test`, each with its own Ray, Redis and platform (a test file stays on one
-# worker). Much of the integration tier waits on processes starting, deadlines and drains, so two workers fit
-# even two cores; `TEST_WORKERS=0` runs it in one process.
+# pytest-xdist workers for `make test`, each with its own Ray and Redis (a test file stays on one worker; the
+# files that use the session platform all go to one, which alone starts it: tests/conftest.py). Much of the
+# integration tier waits on processes starting, deadlines and drains, so two workers fit even two cores; `TEST_WORKERS=0` runs it in one process.
 TEST_WORKERS ?= 2
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 

@@ -7,7 +7,9 @@ Redis databases by concern: DB 0 holds the live platform's controller state (not
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -17,6 +19,59 @@ import pytest
 # Before anything imports Ray: keeps every Ray socket of the test cluster on loopback.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "raygate-numba-cache"))
+
+
+# A test or fixture (not a `_helper`) with a `platform` argument: the session fixture, or a fixture built on it.
+_TAKES_PLATFORM = re.compile(r"def (?!_)\w+\([^)]*\bplatform\b")
+SESSION_PLATFORM_UNIT = "session-platform"
+
+
+@functools.cache
+def _work_unit(path: str) -> str:
+    """The unit of work a test file belongs to under `make test`: its own path, or the session platform's."""
+    try:
+        text = (Path(__file__).resolve().parents[1] / path).read_text()  # `path`: from the rootdir, as in node ids
+        return SESSION_PLATFORM_UNIT if _TAKES_PLATFORM.search(text) else path
+    except OSError:
+        return path
+
+
+@pytest.hookimpl(tryfirst=True)  # ahead of pytest-xdist's own choice for `--dist loadfile`
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` (`-n 2 --dist loadfile`): a test file stays whole on one xdist worker (module fixtures, own
+    clusters), and the files that use the session `platform` go to one worker as one unit of work.
+
+    So only that worker starts the session platform: about twenty replica and gateway processes whose boot and
+    idle probing would otherwise run twice for the whole suite. (pytest-xdist's `loadgroup` marks cannot do this
+    with pytest 9: it renames test ids through an attribute pytest no longer reads.) A file goes with the
+    platform's when a test or fixture in it takes a `platform` argument; one the pattern misses still passes,
+    on the other worker's own platform. Units are handed out in collection order (see
+    `pytest_collection_modifyitems`)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # keep the order the workers collected in, not most-tests-first
+
+    class OneSessionPlatform(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid.split("::", 1)[0])
+
+    return OneSessionPlatform(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """On an xdist worker: the session platform's unit first, then units with fewer tests before units with
+    more. The few-test files are the scenario tests that start clusters of their own; run early, beside the
+    platform's unit, they leave the end of the run to many short unit-test files that even out the two workers.
+    A stable sort: pytest-randomly's shuffle (before this hook) still decides the order inside a file and
+    between units of one size."""
+    if not hasattr(config, "workerinput"):
+        return
+    units = [_work_unit(str(item.path.relative_to(config.rootpath))) for item in items]
+    size = {unit: units.count(unit) for unit in set(units)}
+    order = {id(item): (unit != SESSION_PLATFORM_UNIT, size[unit]) for item, unit in zip(items, units)}
+    items.sort(key=lambda item: order[id(item)])
 
 
 @pytest.fixture(scope="session")
