@@ -61,16 +61,22 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
-    """On an xdist worker: the session platform's unit first, then units with fewer tests before units with
-    more. The few-test files are the scenario tests that start clusters of their own; run early, beside the
-    platform's unit, they leave the end of the run to many short unit-test files that even out the two workers.
-    A stable sort: pytest-randomly's shuffle (before this hook) still decides the order inside a file and
-    between units of one size."""
+    """On an xdist worker, the order units are handed out in: the session platform's first; then the other
+    integration units, fewer tests first (the few-test files are the scenarios that start clusters of their
+    own: early, they run beside the platform's unit); then the unit tier, more tests first, so that the run ends
+    on short files that even out the two workers. A stable sort: pytest-randomly's shuffle (before this hook)
+    still decides the order inside a file and between units that tie."""
     if not hasattr(config, "workerinput"):
         return
     units = [_work_unit(str(item.path.relative_to(config.rootpath))) for item in items]
-    size = {unit: units.count(unit) for unit in set(units)}
-    order = {id(item): (unit != SESSION_PLATFORM_UNIT, size[unit]) for item, unit in zip(items, units)}
+    size: dict[str, int] = {}
+    integration: set[str] = set()
+    for item, unit in zip(items, units):
+        size[unit] = size.get(unit, 0) + 1
+        if item.get_closest_marker("integration"):
+            integration.add(unit)
+    order = {id(item): (unit != SESSION_PLATFORM_UNIT, unit not in integration,
+                        size[unit] if unit in integration else -size[unit]) for item, unit in zip(items, units)}
     items.sort(key=lambda item: order[id(item)])
 
 
